@@ -40,13 +40,17 @@ def import_(
     out: Path = typer.Option(..., help="output folder"),
     line_width: float = typer.Option(2.0, help="ael only: rasterised line width in pixels"),
     reduce_zero_label: bool = typer.Option(False, help="mmseg only: annotation 0 is 'ignore'"),
+    num_classes: int = typer.Option(4, help="mmseg/ael only: 4 or 12 lane classes"),
 ) -> None:
-    """Import a data set in a real-world format into the data contract."""
+    """Import a data set in a real-world format into the data contract.
+
+    Bad samples are quarantined (OUT/quarantine.json), not fatal.
+    """
     from roadvision.data.importers import import_dataset
 
     report = import_dataset(fmt, src, out, line_width=line_width,
-                            reduce_zero_label=reduce_zero_label)
-    console.print(report.summary())
+                            reduce_zero_label=reduce_zero_label, num_classes=num_classes)
+    console.print(report.summary(), markup=False, highlight=False)
 
 
 @app.command("validate")
@@ -59,8 +63,12 @@ def validate(dataset: Path = typer.Argument(..., help="data set folder")) -> Non
         console.print(f"[green]ok[/] {dataset}: {report.num_rows} rows, no problems")
         return
     for problem in report.problems:
-        console.print(f"[red]{problem}[/]")
-    raise UserError(f"{dataset}: {len(report.problems)} problem(s) found (listed above)")
+        # markup off: messages quote data such as "['Cloudy']", which rich would eat
+        console.print(str(problem), style="red", markup=False, highlight=False)
+    if len(report.problems) == 1:
+        raise UserError(f"{dataset}: {report.problems[0]}")
+    raise UserError(f"{dataset}: {len(report.problems)} problem(s) found (listed above); "
+                    f"first: {report.problems[0]}")
 
 
 @app.command("stats")
@@ -88,16 +96,17 @@ def ingest(
     from roadvision.data.ingest import ingest as run_ingest
 
     report = run_ingest(src, out, endpoint_url=endpoint_url, max_pixels=max_pixels)
-    console.print(report.summary())
+    console.print(report.summary(), markup=False, highlight=False)
 
 
 @app.command("split")
 def split(
     dataset: Path = typer.Argument(..., help="data set folder"),
     out: Path = typer.Option(..., help="output folder"),
-    holdout_cities: list[str] = typer.Option([], help="cities kept out of train/val (test only)"),
-    val_fraction: float = typer.Option(0.15, min=0.0, max=0.9),
-    test_fraction: float = typer.Option(0.15, min=0.0, max=0.9),
+    holdout_cities: list[str] = typer.Option(
+        [], help="cities kept out of train/val (test only); repeat or comma-separate"),
+    val_fraction: float = typer.Option(0.10, min=0.0, max=0.9),
+    test_fraction: float = typer.Option(0.20, min=0.0, max=0.9),
     min_distance_m: float = typer.Option(100.0, min=0.0, help="train-to-val/test gap in metres"),
     seed: int = typer.Option(0),
 ) -> None:
@@ -107,6 +116,8 @@ def split(
     info = split_dataset(dataset, out, holdout_cities=holdout_cities, val_fraction=val_fraction,
                          test_fraction=test_fraction, min_distance_m=min_distance_m, seed=seed)
     console.print(f"[green]wrote[/] {out}: {info.extra.get('split_counts')}")
+    for warning in info.extra.get("split", {}).get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 @app.command("weights")
@@ -114,12 +125,18 @@ def weights(
     dataset: Path = typer.Argument(..., help="data set folder"),
     targets: str = typer.Option(..., help="deployment regions: a file or 'lat,lon;lat,lon'"),
     out: Path = typer.Option(..., help="output folder"),
+    null_weight: float = typer.Option(1.0, min=0.0, help="weight of rows without GPS"),
 ) -> None:
     """Add a ``weight`` column favouring the target deployment regions (never the test set)."""
     from roadvision.data.weights import gps_weights, parse_targets
 
-    info = gps_weights(dataset, out, targets=parse_targets(targets))
-    console.print(f"[green]wrote[/] {out}: {info.extra.get('weights')}")
+    info = gps_weights(dataset, out, targets=parse_targets(targets), null_weight=null_weight)
+    summary = info.extra.get("weights", {})
+    console.print(f"[green]wrote[/] {out}: weighted {summary.get('scope')}; "
+                  f"{summary.get('share_simulated_epoch', 0):.0%} of a weighted epoch within "
+                  f"{summary.get('share_within_km', 100):g} km of a target centre")
+    for warning in summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _parse_size(size: str | None) -> tuple[int, int] | None:

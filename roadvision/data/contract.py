@@ -147,12 +147,15 @@ def classes_for(task: str, num_classes: int = 4) -> list[str]:
     raise ContractError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
+_NULL_STRINGS = ("", "none", "null", "nan", "[]", "['']")
+
+
 def _is_null(value: Any) -> bool:
     if value is None or value is pd.NA:
         return True
     if isinstance(value, float) and math.isnan(value):
         return True
-    return isinstance(value, str) and value.strip().lower() in ("", "none", "null", "nan", "[]", "['']")
+    return isinstance(value, str) and value.strip().lower() in _NULL_STRINGS
 
 
 def normalize_tag(field_name: str, value: Any) -> str | None:
@@ -171,7 +174,9 @@ def normalize_tag(field_name: str, value: Any) -> str | None:
             parsed = ast.literal_eval(text)
         except (ValueError, SyntaxError) as exc:
             raise ContractError(f"{field_name}: cannot parse list-string {text!r}") from exc
-        return normalize_tag(field_name, list(parsed) if isinstance(parsed, list | tuple) else parsed)
+        if isinstance(parsed, list | tuple):
+            parsed = list(parsed)
+        return normalize_tag(field_name, parsed)
     key = text.lower().strip()
     vocab = VOCABULARIES[field_name]
     key = _ALIASES[field_name].get(key, key)
@@ -235,9 +240,15 @@ def content_hash(df: pd.DataFrame, info: DatasetInfo) -> str:
     columns = sorted(df.columns)
     digest.update(json.dumps(columns).encode())
     for row in df[columns].itertuples(index=False):
-        cells = [None if _is_missing(v) else (round(v, 9) if isinstance(v, float) else v) for v in row]
+        cells = [_canonical(v) for v in row]
         digest.update(json.dumps(cells, default=str).encode())
     return digest.hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if _is_missing(value):
+        return None
+    return round(value, 9) if isinstance(value, float) else value
 
 
 def _is_missing(value: Any) -> bool:

@@ -1,0 +1,344 @@
+"""ML benchmarks: lanes, roadwork, ablation, student, throughput, pretrained.
+
+    python -m benchmarks.bench_ml throughput          # cheap: our loop vs a bare loop
+    python -m benchmarks.bench_ml lanes               # per-class IoU, mIoU w/o background
+    python -m benchmarks.bench_ml roadwork            # MCC in-dist / held-out / NATIX, ECE
+    python -m benchmarks.bench_ml ablation            # roadwork parts vs the seeds' claims
+    python -m benchmarks.bench_ml student             # distilled student: speed-up, metric kept
+    python -m benchmarks.bench_ml pretrained          # imagenet-lite0 vs random init
+
+All run on the synthetic ``bench`` preset (``roadvision.data.synth.generate``) split with one
+held-out city (test only), on CPU unless CUDA is present. Scores on synthetic data are labelled
+synthetic and never compared with published real-data numbers. Each prints its figures;
+``--work DIR`` keeps the data and runs (default: a temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ROADVISION_QUIET", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from roadvision.evaluation import calibrate, evaluate  # noqa: E402
+from roadvision.evaluation.metrics import mcc  # noqa: E402
+from roadvision.training import TrainConfig, distill, train  # noqa: E402
+
+# What the seed documents (seeds/004*) claim each roadwork part is worth, in MCC.
+CLAIMS = {
+    "view_pruning": "-0.5% MCC, 44% speed-up",
+    "gated_attention": "+2% MCC",
+    "gated_fusion": "+3-4% MCC",
+    "metadata": "+2-3% MCC",
+    "consistency_loss": "+1-2% MCC (complete loss)",
+    "tta": "+1-2% MCC",
+}
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "view_pruning": {"model_overrides": {"view_pruning": False}},
+    "gated_attention": {"model_overrides": {"gated_attention": False}},
+    "gated_fusion": {"model_overrides": {"gated_fusion": False}},
+    "metadata": {"model_overrides": {"use_metadata": False}},
+    "consistency_loss": {"loss_weights": {"consistency": 0.0}},
+}
+STUDENT_OVERRIDES = {"num_views": 3, "num_attn_layers": 0, "embed_dim": 16, "view_pruning": False}
+
+
+def _data(task: str, work: Path, n: int, seed: int = 0) -> tuple[Path, list[str]]:
+    """Generate (cached) the bench data set and split it with the last city held out."""
+    from roadvision.data.contract import read_manifest
+    from roadvision.data.split import split_dataset
+    from roadvision.data.synth import generate
+
+    raw, split = work / f"{task}_raw", work / f"{task}_split"
+    if not (split / "manifest.parquet").is_file():
+        if not (raw / "manifest.parquet").is_file():
+            generate(task, n, seed, raw, preset="bench")
+        cities = sorted(read_manifest(raw)["city"].dropna().unique())
+        split_dataset(raw, split, holdout_cities=cities[-1:], seed=seed)
+    info = json.loads((split / "dataset.json").read_text())
+    holdout = info.get("extra", {}).get("holdout_cities") or []
+    return split, list(holdout)
+
+
+def _cfg(task: str, args: argparse.Namespace, **kw: Any) -> TrainConfig:
+    return TrainConfig.for_profile("bench", task, epochs=args.epochs, seed=args.seed, **kw)
+
+
+def _split_mcc(preds: pd.DataFrame, holdout: list[str]) -> tuple[float, float, int, int]:
+    held = preds["city"].astype(str).str.lower().isin([h.lower() for h in holdout]).to_numpy()
+    ind = preds[~held]
+    out = preds[held]
+    return (mcc(ind["label"], ind["pred"]), mcc(out["label"], out["pred"]), len(ind), len(out))
+
+
+def bench_lanes(args: argparse.Namespace) -> dict:
+    data, holdout = _data("lanes", args.work, args.n)
+    res = train(data, args.work / "lanes_run", _cfg("lanes", args))
+    ev = evaluate(res.bundle_dir, data, split="test", out_dir=args.work / "lanes_eval")
+    ev_tta = evaluate(res.bundle_dir, data, split="test", tta="flip")
+    print(f"lanes ({len(holdout)} held-out city: {holdout}), test n={ev['n']}")
+    for name, iou in ev["metrics"]["per_class_iou"].items():
+        print(f"  IoU {name:14s} {iou if iou is None else round(iou, 4)}")
+    print(f"  mIoU without background {ev['metrics']['miou_no_bg']:.4f} (with: "
+          f"{ev['metrics']['miou']:.4f}); flip TTA: {ev_tta['headline']:.4f}")
+    by_city = {k: round(v["miou_no_bg"] or 0, 3) for k, v in ev["slices"]["city"].items()}
+    print(f"  slices by city: {by_city}")
+    return {"per_class_iou": ev["metrics"]["per_class_iou"], "miou_no_bg": ev["headline"],
+            "miou_no_bg_flip_tta": ev_tta["headline"], "epochs_run": len(res.history)}
+
+
+def bench_roadwork(args: argparse.Namespace) -> dict:
+    data, holdout = _data("roadwork", args.work, args.n)
+    res = train(data, args.work / "roadwork_run", _cfg("roadwork", args))
+    before = evaluate(res.bundle_dir, data, split="test", out_dir=args.work / "rw_eval_raw")
+    cal = calibrate(res.bundle_dir, data, split="val")
+    after = evaluate(res.bundle_dir, data, split="test", out_dir=args.work / "rw_eval")
+    natix = evaluate(res.bundle_dir, data, split="test", protocol="natix")
+    preds = pd.read_parquet(args.work / "rw_eval" / "predictions.parquet")
+    m_in, m_out, n_in, n_out = _split_mcc(preds, holdout)
+    print(f"roadwork, test n={after['n']} (held-out city {holdout})")
+    print(f"  MCC@0.5 in-distribution {m_in:.4f} (n={n_in}), held-out cities {m_out:.4f} "
+          f"(n={n_out}), all {after['headline']:.4f}, NATIX protocol {natix['headline']:.4f}")
+    levels = {k: round(v["mcc"], 3) for k, v in natix["slices"]["natix_level"].items()}
+    print(f"  NATIX by level: {levels}")
+    print(f"  ECE test before calibration {before['metrics']['ece']:.4f} -> after "
+          f"{after['metrics']['ece']:.4f}; val MCC {cal['mcc_before']:.4f} -> "
+          f"{cal['mcc_after']:.4f}"
+          f" (T={cal['temperature']:.3f}, bias={cal['logit_bias']:.3f})")
+    return {"mcc_in_distribution": m_in, "mcc_heldout": m_out, "mcc_all": after["headline"],
+            "mcc_natix": natix["headline"], "ece_before": before["metrics"]["ece"],
+            "ece_after": after["metrics"]["ece"]}
+
+
+def _latency(bundle: Path, data: Path, repeats: int = 3) -> float:
+    """Seconds per image of plain inference over the test split (best of ``repeats``)."""
+    from roadvision.models.bundle import load_bundle
+
+    from roadvision.evaluation.inference import predict_dataset
+    from roadvision.training.datasets import ManifestDataset, load_rows
+
+    model = load_bundle(bundle)
+    ds = ManifestDataset(data, load_rows(data, ["test"]), model.cfg)
+    samples = [ds[i] for i in range(min(64, len(ds)))]
+
+    class _Fixed:  # pre-loaded samples: time the model, not the JPEG decoder
+        def __len__(self):
+            return len(samples)
+
+        def __getitem__(self, i):
+            return dict(samples[i])
+
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        list(predict_dataset(model, _Fixed(), batch_size=16))
+        best = min(best, time.perf_counter() - t0)
+    return best / len(samples)
+
+
+def bench_ablation(args: argparse.Namespace) -> dict:
+    data, _ = _data("roadwork", args.work, args.n)
+    rows = {}
+    base = train(data, args.work / "abl_full", _cfg("roadwork", args))
+    calibrate(base.bundle_dir, data, split="val")
+    full = evaluate(base.bundle_dir, data, split="test")["headline"]
+    full_tta = evaluate(base.bundle_dir, data, split="test", tta="full")["headline"]
+    t_full = _latency(base.bundle_dir, data)
+    rows["(full model)"] = (full, 0.0, "")
+    for name, change in ABLATIONS.items():
+        cfg = _cfg("roadwork", args)
+        cfg = cfg.replace(model_overrides={**cfg.model_overrides,
+                                           **change.get("model_overrides", {})},
+                          loss_weights={**cfg.loss_weights, **change.get("loss_weights", {})})
+        run = train(data, args.work / f"abl_no_{name}", cfg)
+        calibrate(run.bundle_dir, data, split="val")
+        score = evaluate(run.bundle_dir, data, split="test")["headline"]
+        note = ""
+        if name == "view_pruning":
+            note = f"speed-up from pruning {(_latency(run.bundle_dir, data) / t_full - 1):+.0%}"
+        rows[name] = (score, full - score, note)
+    rows["tta"] = (full_tta, full_tta - full, "full TTA vs none on the full model")
+    print("roadwork ablation (test MCC@0.5 after calibration; gain = with - without)")
+    print(f"  {'part':18s} {'MCC w/o part':>12s} {'measured gain':>14s}  claimed gain (seeds)")
+    for name, (score, gain, note) in rows.items():
+        label = "MCC with TTA" if name == "tta" else ""
+        print(f"  {name:18s} {score:12.4f} {gain:+14.4f}  {CLAIMS.get(name, '')} {label} {note}")
+    return {k: {"mcc": v[0], "gain": v[1]} for k, v in rows.items()}
+
+
+def bench_student(args: argparse.Namespace) -> dict:
+    data, _ = _data("roadwork", args.work, args.n)
+    cfg = _cfg("roadwork", args, preset=args.teacher_preset)
+    teachers = []
+    for k in range(args.members):
+        # members differ in seed, augmentation strength and learning rate
+        member = cfg.replace(seed=args.seed + k, augment=("light", "medium", "heavy")[k % 3],
+                             lr=cfg.lr * (1.0, 0.7, 1.4)[k % 3])
+        run = train(data, args.work / f"teacher_{k}", member)
+        calibrate(run.bundle_dir, data, split="val")
+        teachers.append(run.bundle_dir)
+    teacher_scores = [evaluate(t, data, split="test")["headline"] for t in teachers]
+    ens = _ensemble_mcc(teachers, data)
+    student_cfg = cfg.replace(preset=args.student_preset,
+                              model_overrides=STUDENT_OVERRIDES if args.student_preset.endswith(
+                                  "_tiny") else {})
+    st = distill(teachers, data, args.work / "student", student_cfg)
+    calibrate(st.bundle_dir, data, split="val")
+    s_score = evaluate(st.bundle_dir, data, split="test")["headline"]
+    t_lat = sum(_latency(t, data) for t in teachers)
+    s_lat = _latency(st.bundle_dir, data)
+    print(f"student: ensemble of {len(teachers)} x {args.teacher_preset} -> {args.student_preset}")
+    print(f"  members MCC {[round(s, 4) for s in teacher_scores]}, ensemble MCC {ens:.4f}, "
+          f"student MCC {s_score:.4f} (kept {s_score / ens if ens else float('nan'):.1%})")
+    print(f"  latency per image: ensemble {t_lat * 1e3:.2f} ms, student {s_lat * 1e3:.2f} ms, "
+          f"speed-up {t_lat / s_lat:.2f}x")
+    return {"ensemble_mcc": ens, "student_mcc": s_score, "speedup": t_lat / s_lat}
+
+
+def _ensemble_mcc(bundles: list[Path], data: Path) -> float:
+    from roadvision.models.bundle import load_bundle
+
+    from roadvision.evaluation.inference import predict_dataset
+    from roadvision.training.datasets import ManifestDataset, load_rows
+
+    rows = load_rows(data, ["test"])
+    probs = []
+    for b in bundles:
+        model = load_bundle(b)
+        ds = ManifestDataset(data, rows, model.cfg)
+        probs.append([r["prob"] for r in predict_dataset(model, ds, batch_size=16)])
+    p = np.mean(probs, axis=0)
+    return mcc(rows["label"].to_numpy().astype(int), (p >= 0.5).astype(int))
+
+
+def bench_pretrained(args: argparse.Namespace) -> dict:
+    task = args.task
+    data, _ = _data(task, args.work, args.n)
+    out = {}
+    for weights in ("random", "imagenet-lite0"):
+        cfg = _cfg(task, args, preset=f"{task}_small",
+                   model_overrides={"encoder_weights": weights})
+        run = train(data, args.work / f"pre_{task}_{weights}", cfg)
+        if task == "roadwork":
+            calibrate(run.bundle_dir, data, split="val")
+        out[weights] = evaluate(run.bundle_dir, data, split="test")["headline"]
+    print(f"pretrained ({task}_small, {args.epochs} epochs): random init {out['random']:.4f}, "
+          f"imagenet-lite0 {out['imagenet-lite0']:.4f}, gain "
+          f"{out['imagenet-lite0'] - out['random']:+.4f}")
+    return out
+
+
+def bench_throughput(args: argparse.Namespace) -> dict:
+    """Training steps/s of ``fit`` vs a bare PyTorch loop: same model, same batch size, one run.
+
+    Both run forward + loss + backward + clip + AdamW step on ``--steps`` batches. Ours also
+    reads and prepares its samples (PNG decode, no augmentation) and steps the scheduler; the
+    bare loop reuses one pre-built batch. Validation is excluded from our time.
+    """
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _training import make_lanes, make_roadwork
+    from roadvision.models import create_model
+    from roadvision.models.losses import create_loss
+    from roadvision.models.preprocess import collate
+
+    from roadvision.training.datasets import ManifestDataset, load_rows
+
+    task, bs, steps = args.task, args.batch_size, args.steps
+    n = bs * steps
+    splits = ["train"] * n + ["val"] * bs
+    if task == "roadwork":
+        data = make_roadwork(args.work / "tp_data", n=n + bs, size=args.size, splits=splits)
+    else:
+        data = make_lanes(args.work / "tp_data", n=n + bs, size=args.size)
+    preset = f"{task}_tiny"
+    cfg = TrainConfig(task=task, preset=preset, epochs=1, batch_size=bs, augment="none",
+                      use_weights=False, warmup_epochs=0.0, patience=0, deterministic=False,
+                      max_steps_per_epoch=steps, crop_size=args.size)
+    ours, ours_compute, bare = [], [], []
+    for rep in range(args.repeats):
+        torch.manual_seed(0)
+        run = train(data, args.work / f"tp_run_{rep}", cfg)
+        h = run.history[-1]
+        ours.append(h["train_steps"] / h["train_seconds"])
+        ours_compute.append(h["train_steps"] / (h["train_seconds"] - h["data_seconds"]))
+        # bare loop: the same model preset, loss and batch size on one pre-built batch
+        torch.manual_seed(0)
+        model = create_model(preset)
+        rows = load_rows(data, ["train"])
+        ds = ManifestDataset(data, rows, model.cfg, train=True, augment="none",
+                             crop_size=args.size)
+        batch = collate([ds[i] for i in range(bs)])
+        loss_fn = create_loss(task)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model.train()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out = model(batch)
+            loss, _ = loss_fn(out, batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        bare.append(steps / (time.perf_counter() - t0))
+    # paired per repetition (ours then bare, back to back): the machine's load drifts
+    ratio = statistics.median(o / b for o, b in zip(ours, bare, strict=True))
+    ratio_c = statistics.median(o / b for o, b in zip(ours_compute, bare, strict=True))
+    o, oc, b = statistics.median(ours), statistics.median(ours_compute), statistics.median(bare)
+    print(f"throughput ({preset}, batch {bs}, {args.size}px, {steps} steps, median of "
+          f"{args.repeats}, torch threads {torch.get_num_threads()}, num_workers 0): "
+          f"bare {b:.2f} steps/s; ours {o:.2f} steps/s incl. data loading (paired ratio "
+          f"{ratio:.3f}), {oc:.2f} steps/s excl. time waiting for data (paired ratio "
+          f"{ratio_c:.3f})")
+    return {"ours_steps_per_s": o, "ours_steps_per_s_excl_data": oc, "bare_steps_per_s": b,
+            "ratio": ratio, "ratio_excl_data": ratio_c}
+
+
+COMMANDS = {"lanes": bench_lanes, "roadwork": bench_roadwork, "ablation": bench_ablation,
+            "student": bench_student, "throughput": bench_throughput,
+            "pretrained": bench_pretrained}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ml", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("--work", type=Path, default=None, help="keep data and runs here")
+    parser.add_argument("--n", type=int, default=600, help="bench data set size")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--task", choices=("lanes", "roadwork"), default="roadwork",
+                        help="throughput / pretrained: which task")
+    parser.add_argument("--members", type=int, default=3, help="student: ensemble size")
+    parser.add_argument("--teacher-preset", default="roadwork_tiny")
+    parser.add_argument("--student-preset", default="roadwork_tiny")
+    parser.add_argument("--steps", type=int, default=20, help="throughput: steps per run")
+    parser.add_argument("--batch-size", type=int, default=16, help="throughput: batch size")
+    parser.add_argument("--size", type=int, default=64, help="throughput: image side")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput: repetitions")
+    parser.add_argument("--json", type=Path, default=None, help="also write figures here")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        args.work = (args.work or Path(tmp)).resolve()
+        args.work.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        figures = COMMANDS[args.command](args)
+        print(f"({args.command} took {time.perf_counter() - t0:.0f} s)")
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

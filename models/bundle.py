@@ -1,0 +1,166 @@
+"""Model bundle: one directory that training writes and evaluation, distillation and serving read.
+
+Layout::
+
+    bundle/
+      config.json           {"format": "roadvision-bundle", "format_version": 1,
+                             "model_class": "RoadworkClassifier", "preset": "roadwork_small",
+                             "model_config": {...ModelConfig, calibration included...},
+                             "roadvision_version": "0.1.0", "extra": {...}}
+      weights.safetensors   the state dict
+
+The model is rebuilt as ``model_class(ModelConfig.from_dict(model_config))`` where
+``model_class`` is looked up in a registry of our own classes (as smp's hub mixin dispatches on
+``_model_class``). Weights are safetensors, so loading reads tensors and never unpickles code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import roadvision
+from roadvision.errors import UserError
+
+from ._registry import model_class
+from .config import ModelConfig
+
+__all__ = [
+    "save_bundle",
+    "load_bundle",
+    "bundle_version",
+    "read_bundle_config",
+    "update_bundle_config",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+FORMAT = "roadvision-bundle"
+FORMAT_VERSION = 1
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically, so a reader never sees half a config."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def save_bundle(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (which must carry ``.cfg``) as a bundle directory; returns its path.
+
+    ``extra`` is free-form JSON metadata (training data hash, metrics, parent bundles...).
+    """
+    cfg = getattr(model, "cfg", None)
+    if not isinstance(cfg, ModelConfig):
+        raise UserError("save_bundle: the model has no ModelConfig in .cfg")
+    model_class(type(model).__name__)  # only classes load_bundle can rebuild
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_class": type(model).__name__,
+        "preset": cfg.preset,
+        "task": cfg.task,
+        "model_config": cfg.to_dict(),
+        "roadvision_version": roadvision.__version__,
+        "extra": extra or {},
+    }
+    try:
+        json.dumps(config)
+    except TypeError as exc:
+        raise UserError(f"save_bundle: extra metadata is not JSON-serialisable ({exc})") from exc
+    _write_json(out / CONFIG_FILE, config)
+    return out
+
+
+def read_bundle_config(path: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a bundle, checked for format and required keys."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{path}: not a bundle directory")
+    cfg_path = root / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise UserError(f"{path}: no {CONFIG_FILE} (is this a roadvision bundle?)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{cfg_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise UserError(f"{cfg_path}: not a {FORMAT} config")
+    if int(config.get("format_version", 0)) > FORMAT_VERSION:
+        raise UserError(f"{cfg_path}: format_version {config['format_version']} is newer than "
+                        f"this roadvision reads ({FORMAT_VERSION})")
+    for key in ("model_class", "model_config"):
+        if key not in config:
+            raise UserError(f"{cfg_path}: missing key {key!r}")
+    return config
+
+
+def update_bundle_config(path: str | Path, extra: dict[str, Any] | None = None,
+                         **changes: Any) -> dict[str, Any]:
+    """Change ModelConfig fields (e.g. ``temperature=1.7, logit_bias=-0.2``) and merge ``extra``
+    into a bundle's config.json without touching the weights; returns the new config."""
+    config = read_bundle_config(path)
+    config["model_config"] = ModelConfig.from_dict(config["model_config"]).replace(
+        **changes).to_dict()
+    if extra:
+        config["extra"] = {**config.get("extra", {}), **extra}
+    _write_json(Path(path) / CONFIG_FILE, config)
+    return config
+
+
+def bundle_version(path: str | Path) -> str:
+    """First 12 hex digits of the sha256 of the bundle's weights file."""
+    weights = Path(path) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise UserError(f"{path}: no {WEIGHTS_FILE}")
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a bundle's model in eval mode on ``device`` (channels-last on CUDA)."""
+    config = read_bundle_config(path)
+    cls = model_class(config["model_class"])
+    cfg = ModelConfig.from_dict(config["model_config"])
+    model = cls(cfg, load_pretrained=False)
+    weights = Path(path) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise UserError(f"{path}: no {WEIGHTS_FILE}")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{weights}: unreadable safetensors file ({exc})") from exc
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise UserError(f"{path}: weights do not fit {config['model_class']} ({exc})") from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise UserError(
+            f"{path}: weights do not fit {config['model_class']} "
+            f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
+    device = torch.device(device)
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    model.eval()
+    model.bundle_config = config  # for serving: preset, extra metadata
+    return model

@@ -1,0 +1,204 @@
+"""The training pipeline, written to read like its DAG.
+
+    ingest -> validate -> split -> gps_weighting
+      -> ParallelFor(members): train -> evaluate
+      -> distill(Collected teachers) -> evaluate(student) -> error_analysis(student)
+      -> register (@challenger) -> gate -> If(passed): promote (@champion)
+
+Error analysis looks at the student, the model that is registered and served (its failures
+are the ones users meet); the members' own evaluations stay in the loop.
+
+Cluster settings (image, GPU type/count, node selector, toleration, Secrets, retries) are not
+pipeline parameters: KFP fixes them at compile time. ``ClusterSettings`` carries them, from the
+environment or ``roadvision pipeline compile`` options, and ``build_pipeline(settings)`` returns
+the pipeline. ``training_pipeline`` is the one built from the environment's settings.
+kfp.local ignores the Kubernetes settings (it warns), so the local run is this same DAG.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
+import os
+from dataclasses import dataclass, field, fields
+
+from kfp import dsl, kubernetes
+from roadvision.components._base import TRAIN_IMAGE
+from roadvision.components.distill import distill
+from roadvision.components.error_analysis import error_analysis
+from roadvision.components.evaluate import evaluate
+from roadvision.components.gate import gate
+from roadvision.components.gps_weighting import gps_weighting
+from roadvision.components.ingest import ingest
+from roadvision.components.promote import promote
+from roadvision.components.register import register
+from roadvision.components.split import split
+from roadvision.components.train import train
+from roadvision.components.validate import validate
+from roadvision.pipelines.params import RunParams
+
+__all__ = ["PIPELINE_NAME", "ClusterSettings", "build_pipeline", "training_pipeline"]
+
+PIPELINE_NAME = "roadvision-training"
+_DEFAULTS = RunParams()
+_PARAM_NAMES = frozenset(f.name for f in fields(RunParams))
+
+
+@dataclass
+class ClusterSettings:
+    """Compile-time Kubernetes settings of the pipeline's pods."""
+
+    image: str = TRAIN_IMAGE  # built from Dockerfile.train
+    accelerator_type: str = "nvidia.com/gpu"  # resource name the GPU nodes advertise
+    accelerator_limit: int = 1  # GPUs per training pod
+    gpu_node_selector: dict[str, str] = field(
+        default_factory=lambda: {"roadvision.io/node-pool": "gpu"})
+    gpu_toleration: dict[str, str] = field(
+        default_factory=lambda: {"key": "nvidia.com/gpu", "operator": "Exists",
+                                 "effect": "NoSchedule"})
+    gpu_memory_limit: str = "32G"
+    gpu_cpu_limit: str = "8"
+    s3_secret: str = "roadvision-s3"  # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+    mlflow_secret: str = "roadvision-mlflow"  # keys: MLFLOW_TRACKING_USERNAME/_PASSWORD
+    io_retries: int = 3  # retries of I/O steps (object store, MLflow)
+    retry_backoff: str = "30s"  # first wait; doubles each retry
+    retry_backoff_max: str = "600s"
+
+    @classmethod
+    def from_env(cls) -> "ClusterSettings":
+        """Defaults, overridden by ``ROADVISION_*`` environment variables (compile time)."""
+        s = cls()
+        env = os.environ
+        s.image = env.get("ROADVISION_TRAIN_IMAGE", s.image)
+        s.accelerator_type = env.get("ROADVISION_GPU_TYPE", s.accelerator_type)
+        s.accelerator_limit = int(env.get("ROADVISION_GPU_COUNT", s.accelerator_limit))
+        if env.get("ROADVISION_GPU_NODE_SELECTOR"):
+            s.gpu_node_selector = _pairs(env["ROADVISION_GPU_NODE_SELECTOR"])
+        if env.get("ROADVISION_GPU_TOLERATION"):
+            s.gpu_toleration = _pairs(env["ROADVISION_GPU_TOLERATION"])
+        s.s3_secret = env.get("ROADVISION_S3_SECRET", s.s3_secret)
+        s.mlflow_secret = env.get("ROADVISION_MLFLOW_SECRET", s.mlflow_secret)
+        return s
+
+
+def _pairs(text: str) -> dict[str, str]:
+    """``"key=value,key2=value2"`` -> dict (node selector and toleration options)."""
+    from roadvision.errors import UserError
+
+    out = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise UserError(f"{text!r}: expected key=value[,key=value...]")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_pipeline(settings: ClusterSettings | None = None):
+    """The ``@dsl.pipeline`` with ``settings`` applied (compiled or run locally as is)."""
+    s = settings or ClusterSettings.from_env()
+
+    def pod(task: dsl.PipelineTask, name: str, *, io: bool = False, cache: bool = True):
+        """Settings every step shares: image, display name, Secrets as env vars, caching,
+        and retries with exponential backoff for steps that talk to S3 or MLflow."""
+        task.container_spec.image = s.image
+        task.set_display_name(name)
+        task.set_caching_options(cache)
+        kubernetes.use_secret_as_env(task, s.s3_secret, {
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
+        kubernetes.use_secret_as_env(task, s.mlflow_secret, {
+            "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}, optional=True)
+        if io and s.io_retries:
+            task.set_retry(num_retries=s.io_retries, backoff_duration=s.retry_backoff,
+                           backoff_factor=2.0, backoff_max_duration=s.retry_backoff_max)
+        return task
+
+    def gpu(task: dsl.PipelineTask):
+        """GPU steps: accelerator, memory/CPU limits, GPU node pool and its taint."""
+        task.set_accelerator_type(s.accelerator_type)
+        task.set_accelerator_limit(s.accelerator_limit)
+        task.set_memory_limit(s.gpu_memory_limit)
+        task.set_cpu_limit(s.gpu_cpu_limit)
+        for key, value in s.gpu_node_selector.items():
+            kubernetes.add_node_selector(task, label_key=key, label_value=value)
+        if s.gpu_toleration:
+            kubernetes.add_toleration(task, **s.gpu_toleration)
+        return task
+
+    @dsl.pipeline(name=PIPELINE_NAME,
+                  description="Ingest, split, weight, train an ensemble on GPU nodes, distil, "
+                              "evaluate, register in MLflow and promote through a gate.")
+    def training_pipeline(
+        task: str = _DEFAULTS.task,
+        data_uri: str = _DEFAULTS.data_uri,
+        target_regions: str = _DEFAULTS.target_regions,
+        holdout_cities: str = _DEFAULTS.holdout_cities,
+        min_distance_m: float = _DEFAULTS.min_distance_m,
+        profile: str = _DEFAULTS.profile,
+        model_preset: str = _DEFAULTS.model_preset,
+        student_preset: str = _DEFAULTS.student_preset,
+        epochs: int = _DEFAULTS.epochs,
+        members: int = _DEFAULTS.members,
+        batch_size: int = _DEFAULTS.batch_size,
+        max_steps_per_epoch: int = _DEFAULTS.max_steps_per_epoch,
+        tta: str = _DEFAULTS.tta,
+        min_delta: float = _DEFAULTS.min_delta,
+        slice_tolerance: float = _DEFAULTS.slice_tolerance,
+        absolute_floor: float = _DEFAULTS.absolute_floor,
+        min_slice_size: int = _DEFAULTS.min_slice_size,
+        model_name: str = _DEFAULTS.model_name,
+        experiment: str = _DEFAULTS.experiment,
+        mlflow_tracking_uri: str = _DEFAULTS.mlflow_tracking_uri,
+        s3_endpoint_url: str = _DEFAULTS.s3_endpoint_url,
+        seed: int = _DEFAULTS.seed,
+    ):
+        # every pipeline parameter, for the first step's validation (locals() also holds the
+        # closure's helpers, hence the filter)
+        params = {k: v for k, v in locals().items() if k in _PARAM_NAMES}
+        run = {"pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "experiment": experiment,
+               "mlflow_tracking_uri": mlflow_tracking_uri}
+        training = {"task": task, "profile": profile, "epochs": epochs,
+                    "batch_size": batch_size, "max_steps_per_epoch": max_steps_per_epoch,
+                    "seed": seed}
+
+        raw = pod(ingest(**params, pipeline_run_id=run["pipeline_run_id"]), "ingest", io=True)
+        checked = pod(validate(dataset=raw.outputs["dataset"], **run), "validate")
+        splits = pod(split(dataset=raw.outputs["dataset"], holdout_cities=holdout_cities,
+                           min_distance_m=min_distance_m, seed=seed, **run), "split")
+        splits.after(checked)
+        weighted = pod(gps_weighting(dataset=splits.outputs["split_dataset"],
+                                     target_regions=target_regions, **run), "gps weighting")
+        data = weighted.outputs["weighted_dataset"]
+
+        with dsl.ParallelFor(items=raw.outputs["Output"], name="ensemble") as member:
+            teacher = gpu(pod(train(data=data, member=member, model_preset=model_preset,
+                                    **training, **run), "train member"))
+            teacher_eval = pod(evaluate(model=teacher.outputs["model"], data=data,
+                                        name="evaluate-member", tta=tta, **run),
+                               "evaluate member")
+
+        student = gpu(pod(distill(teachers=dsl.Collected(teacher.outputs["model"]), data=data,
+                                  student_preset=student_preset, model_preset=model_preset,
+                                  **training, **run), "distill"))
+        student_eval = pod(evaluate(model=student.outputs["student"], data=data,
+                                    name="evaluate-student", tta=tta, **run), "evaluate student")
+        analysis = pod(error_analysis(model=student.outputs["student"], data=data, **run),
+                       "error analysis")
+        registered = pod(register(model=student.outputs["student"],
+                                  metrics=student_eval.outputs["metrics"], data=data,
+                                  report=analysis.outputs["report"],
+                                  teacher_headlines=dsl.Collected(teacher_eval.outputs["Output"]),
+                                  task=task, model_name=model_name, **run),
+                         "register", io=True, cache=False)
+        decision = pod(gate(metrics=student_eval.outputs["metrics"], data=data,
+                            version=registered.output, task=task, model_name=model_name,
+                            tta=tta, min_delta=min_delta, slice_tolerance=slice_tolerance,
+                            absolute_floor=absolute_floor, min_slice_size=min_slice_size, **run),
+                       "gate", io=True, cache=False)
+        with dsl.If(decision.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
+            pod(promote(version=registered.output, task=task, model_name=model_name, **run),
+                "promote", io=True, cache=False)
+
+    return training_pipeline
+
+
+training_pipeline = build_pipeline()

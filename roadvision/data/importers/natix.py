@@ -1,0 +1,136 @@
+"""NATIX StreetVision / ROADWork parquet -> a roadwork data set.
+
+Accepted columns (both the NATIX and the public ROADWork copies; see RESEARCH.md):
+
+==============================  ==========================================================
+``image``                       JPEG/PNG bytes, or HF ``datasets``' ``{"bytes": ..., "path": ...}``
+``id``                          string or integer (missing: ``<file stem>-<row>``)
+``label``                       0/1 (anything else is quarantined as ``bad_label``)
+``gps``                         ``"[40.44, -79.99]"``, a pair, or NULL (also ``lat``/``lon``)
+``city_name``                   -> ``city``
+``scene_description``           -> ``text``
+``scene_level_tags.weather``    list-string ``"['Cloudy']"``/``"[]"`` or plain ``"Cloudy"``
+``scene_level_tags.daytime``    -> ``daytime`` (``"Light"`` -> ``day``)
+``scene_level_tags.scene_environment``  -> ``scene``
+``width``/``height``            checked against the decoded image (the decoded size wins)
+==============================  ==========================================================
+
+The tags may also come as one struct column ``scene_level_tags``. ``travel_alteration`` has no
+place in the contract and is dropped. Unknown tag values become NULL with a warning; a GPS value
+that cannot be parsed or is out of range quarantines the row (``bad_gps``), because a wrong
+location would break the geo-aware split.
+
+The parquet is streamed in batches, so a multi-gigabyte file never sits in memory at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from roadvision.data.contract import ContractError, classes_for, parse_gps
+from roadvision.data.importers import register_importer
+from roadvision.data.importers._common import DatasetWriter, ImportReport, require_source
+from roadvision.errors import UserError
+
+_TAGS = {"weather": "weather", "daytime": "daytime", "scene_environment": "scene"}
+_BATCH_ROWS = 64
+
+
+@register_importer("natix")
+def import_natix(src: str | Path, out: str | Path, *, max_pixels: int | None = None
+                 ) -> ImportReport:
+    """Import one parquet file or every ``*.parquet`` under a folder (sorted by path)."""
+    path = require_source(src, kind="file or folder")
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    if not files:
+        raise UserError(f"{path}: no .parquet files")
+    writer = DatasetWriter(out, task="roadwork", classes=classes_for("roadwork"), source="natix",
+                           **({"max_pixels": max_pixels} if max_pixels else {}))
+    for file in files:
+        try:
+            parquet = pq.ParquetFile(file)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+            raise UserError(f"{file}: not a readable parquet file ({exc})") from exc
+        names = set(parquet.schema_arrow.names)
+        if "image" not in names:
+            raise UserError(f"{file}: no 'image' column (columns: {sorted(names)})")
+        index = 0
+        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
+            for record in batch.to_pylist():
+                _import_row(writer, record, file, index)
+                index += 1
+    return writer.finish("natix", extra={"natix": {"files": [f.name for f in files]}})
+
+
+def _import_row(writer: DatasetWriter, record: dict[str, Any], file: Path, index: int) -> None:
+    raw_id = record.get("id")
+    sample_id = f"{file.stem}-{index}" if raw_id is None or str(raw_id) == "" else str(raw_id)
+    where = f"{file.name}[{index}]"
+    image = _image_bytes(record.get("image"), file.parent)
+    if image is None:
+        writer.reject(sample_id, "missing_file", "row has no image bytes", file=where)
+        return
+    try:
+        gps = _gps(record)
+    except ContractError as exc:
+        writer.reject(sample_id, "bad_gps", str(exc), file=where, data=image)
+        return
+    tags = _tags(record)
+    meta = {
+        "lat": gps[0] if gps else None,
+        "lon": gps[1] if gps else None,
+        "city": _text(record.get("city_name", record.get("city"))),
+        "text": _text(record.get("scene_description", record.get("text"))),
+        **{ours: writer.tag(ours, tags.get(theirs), sample_id) for theirs, ours in _TAGS.items()},
+    }
+    if writer.add(id=sample_id, image=image, file=where, label=record.get("label"), meta=meta):
+        row = writer.rows[-1]
+        for name in ("width", "height"):
+            claimed = record.get(name)
+            if claimed is not None and str(claimed) != str(row[name]):
+                writer.warn(f"{name} differs from the decoded image (decoded size kept)",
+                            f"id {sample_id}: {name} {claimed} vs {row[name]}")
+
+
+def _image_bytes(value: Any, base: Path) -> bytes | None:
+    """Raw bytes from ``bytes`` or an HF-style ``{"bytes": ..., "path": ...}`` struct."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        if value.get("path"):
+            candidate = base / str(value["path"])
+            return candidate.read_bytes() if candidate.is_file() else None
+    return None
+
+
+def _gps(record: dict[str, Any]) -> tuple[float, float] | None:
+    if "gps" in record:
+        return parse_gps(record["gps"])
+    lat = record.get("lat", record.get("latitude"))
+    lon = record.get("lon", record.get("longitude"))
+    if lat is None and lon is None:
+        return None
+    return parse_gps([lat, lon])
+
+
+def _tags(record: dict[str, Any]) -> dict[str, Any]:
+    """Tags from flat ``scene_level_tags.x`` columns or a ``scene_level_tags`` struct."""
+    nested = record.get("scene_level_tags")
+    tags = dict(nested) if isinstance(nested, dict) else {}
+    for key in _TAGS:
+        flat = f"scene_level_tags.{key}"
+        if flat in record:
+            tags[key] = record[flat]
+    return tags
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

@@ -1,0 +1,125 @@
+"""``TrainConfig``: every knob of one training (or distillation) run, as one flat dataclass.
+
+Saved next to the run's outputs (``out_dir/train_config.json``) and into the bundle's extra
+metadata, so a model always says how it was trained. Profiles (``tiny`` for tests, ``bench``
+for the benchmarks, ``full`` for GPU nodes) are starting points: ``TrainConfig.for_profile``
+fills the values a profile fixes and lets keyword arguments win.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from roadvision.data.augment import LEVELS
+from roadvision.errors import UserError
+
+__all__ = ["TrainConfig", "PROFILES"]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a run. Defaults suit a small GPU run of a ``*_small`` preset."""
+
+    # --- what to train
+    task: str | None = None  # "lanes"/"roadwork"; None = read from the dataset's dataset.json
+    preset: str | None = None  # model preset (roadvision.models); None = "<task>_small"
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields (ablations)
+
+    # --- optimisation
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0  # linear warmup length in epochs ...
+    warmup_steps: int | None = None  # ... or in optimiser steps (wins when set)
+    min_lr_ratio: float = 0.01  # cosine decays to this share of the peak
+    accumulation: int = 1  # gradient accumulation: batches per optimiser step
+    clip: float | None = 1.0  # max gradient norm; None = no clipping
+    loss_weights: dict[str, float] = field(default_factory=dict)  # passed to create_loss
+
+    # --- distillation (roadvision.training.distill)
+    distill_alpha: float = 0.5  # loss = alpha * hard + (1 - alpha) * T^2 * KL(teacher || student)
+    distill_temperature: float = 2.0  # softening temperature T for both distributions
+
+    # --- selection
+    patience: int = 5  # epochs without val improvement before stopping; 0 = never stop early
+    min_delta: float = 0.0  # improvement smaller than this does not count
+
+    # --- data
+    seed: int = 0
+    use_weights: bool = True  # sample by the manifest's ``weight`` column when present
+    crop_size: int | None = None  # lanes training crop; None = the model's input_size
+    lane_crop_p: float = 0.8  # share of lane crops centred on a lane pixel
+    augment: str = "medium"  # none/light/medium/heavy
+    num_workers: int = 0
+    eval_batch_size: int | None = None  # None = batch_size
+
+    # --- runtime
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    compile: bool = False  # torch.compile the training forward
+    deterministic: bool = True  # torch.use_deterministic_algorithms (warn-only on CUDA)
+    max_steps_per_epoch: int | None = None  # cap batches per epoch (tiny runs, smoke tests)
+    stop_after_epochs: int | None = None  # end this call after N epochs (preemption, tests)
+
+    def __post_init__(self) -> None:
+        if self.task is not None and self.task not in ("lanes", "roadwork"):
+            raise UserError(f"task {self.task!r} is not 'lanes' or 'roadwork'")
+        if self.augment not in LEVELS:
+            raise UserError(f"augment {self.augment!r} is not one of {LEVELS}")
+        for name in ("epochs", "batch_size", "accumulation"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise UserError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if self.distill_temperature <= 0:
+            raise UserError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.patience < 0:
+            raise UserError(f"patience must be >= 0, got {self.patience}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise UserError(f"device {self.device!r} is not auto, cpu or cuda[:N]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            raise UserError(f"unknown train config key(s) {unknown}; valid keys: {names}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def for_profile(cls, profile: str, task: str, **overrides: Any) -> TrainConfig:
+        """A config from a named profile; ``overrides`` (None values dropped) win."""
+        if profile not in PROFILES:
+            raise UserError(
+                f"unknown training profile {profile!r}; expected one of {list(PROFILES)}")
+        base = dict(PROFILES[profile])
+        base["preset"] = base["preset"].format(task=task)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(task=task, **base)
+
+
+#: Training profiles. ``{task}`` in a preset name is replaced by the task.
+PROFILES: dict[str, dict[str, Any]] = {
+    # seconds on one CPU core: tests and smoke runs
+    "tiny": {"preset": "{task}_tiny", "epochs": 2, "batch_size": 8, "lr": 3e-3,
+             "warmup_epochs": 0.0, "max_steps_per_epoch": 4, "augment": "light", "patience": 0},
+    # the benchmark: minutes on 2 CPU cores (benchmarks/bench_ml.py)
+    "bench": {"preset": "{task}_tiny", "epochs": 12, "batch_size": 16, "lr": 2e-3,
+              "warmup_epochs": 1.0, "augment": "medium", "patience": 4},
+    # GPU nodes in the pipeline
+    "full": {"preset": "{task}_small", "epochs": 40, "batch_size": 32, "lr": 1e-3,
+             "warmup_epochs": 2.0, "augment": "medium", "patience": 8},
+}

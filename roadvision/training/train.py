@@ -1,0 +1,72 @@
+"""``train(data_dir, out_dir, cfg)``: build the model and datasets, then run the loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from roadvision.data.contract import read_info
+from roadvision.errors import UserError
+from roadvision.training.config import TrainConfig
+from roadvision.training.datasets import ManifestDataset, load_rows
+from roadvision.training.loop import TrainResult, fit, resolve_device, seed_everything
+
+__all__ = ["train", "build_model", "build_datasets", "dataset_extra"]
+
+
+def _task(data_dir: str | Path, cfg: TrainConfig) -> str:
+    info = read_info(data_dir)
+    if cfg.task is not None and cfg.task != info.task:
+        raise UserError(f"config task {cfg.task!r} but {data_dir} holds {info.task!r} data")
+    return info.task
+
+
+def build_model(data_dir: str | Path, cfg: TrainConfig) -> Any:
+    """The model preset for the data set's task, with ``cfg.model_overrides`` applied."""
+    from roadvision.models import create_model
+
+    info = read_info(data_dir)
+    task = _task(data_dir, cfg)
+    preset = cfg.preset or f"{task}_small"
+    overrides = dict(cfg.model_overrides)
+    if task == "lanes" and "classes" not in overrides:
+        overrides["classes"] = list(info.classes)
+    model = create_model(preset, **overrides)
+    if model.cfg.task != task:
+        raise UserError(f"preset {preset!r} is a {model.cfg.task} model; the data is {task}")
+    return model
+
+
+def build_datasets(data_dir: str | Path, model_cfg: Any, cfg: TrainConfig
+                   ) -> tuple[ManifestDataset, ManifestDataset]:
+    """Train (augmented) and val datasets. Only these two splits are ever read here."""
+    train_rows = load_rows(data_dir, ["train"])
+    val_rows = load_rows(data_dir, ["val"])
+    train_ds = ManifestDataset(data_dir, train_rows, model_cfg, train=True, augment=cfg.augment,
+                               crop_size=cfg.crop_size, lane_crop_p=cfg.lane_crop_p, seed=cfg.seed)
+    val_ds = ManifestDataset(data_dir, val_rows, model_cfg, train=False)
+    return train_ds, val_ds
+
+
+def dataset_extra(data_dir: str | Path) -> dict[str, Any]:
+    info = read_info(data_dir)
+    return {"dataset": {"content_hash": info.content_hash, "source": info.source,
+                        "synthetic": info.synthetic, "num_samples": info.num_samples}}
+
+
+def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> TrainResult:
+    """Train a model on ``data_dir``'s train split, select on val, write ``out_dir/bundle``.
+
+    Resumes from ``out_dir/checkpoint`` when present (same config expected). Writes
+    ``history.json`` and ``train_config.json`` beside it. The test split is never read.
+    """
+    from roadvision.models.losses import create_loss
+
+    if not Path(data_dir).is_dir():
+        raise UserError(f"data set {data_dir} is not a directory")
+    # seed before the model exists: its random init must not depend on what ran before
+    seed_everything(cfg.seed, cfg.deterministic, resolve_device(cfg.device))
+    model = build_model(data_dir, cfg)
+    train_ds, val_ds = build_datasets(data_dir, model.cfg, cfg)
+    loss = create_loss(model.cfg.task, **cfg.loss_weights)
+    return fit(model, train_ds, val_ds, cfg, out_dir, loss, bundle_extra=dataset_extra(data_dir))

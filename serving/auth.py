@@ -1,0 +1,166 @@
+"""Optional API keys and per-key rate limits.
+
+Keys come from a file (a mounted Kubernetes Secret): one key per line, as ``secret``,
+``key_id:secret`` or ``key_id:secret:limit_per_min`` (a per-key rate limit overriding the
+server-wide one; 0 = unlimited). Without an id, the id is ``key-`` plus the first 8 hex digits
+of the key's hash. Secrets cannot contain ``:``.
+Only sha256 digests are kept in memory; a presented key is hashed and compared against every
+digest with ``hmac.compare_digest`` (constant time, and no early exit on the first match).
+Clients send ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+
+Rate limits: a fixed one-minute window per key id (``INCR`` + ``EXPIRE`` on
+``rv:rl:<id>:<minute>``), shared by every replica through Redis. Over the limit -> 429 with
+``Retry-After`` = seconds to the next window. If Redis is unavailable, rate limiting fails open
+(the request goes through) and ``roadvision_ratelimit_errors_total`` counts it: an outage of the
+limiter must not become an outage of the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from roadvision.errors import UserError
+
+from . import metrics
+from .errors import RateLimited, Unauthorized
+from .redis_client import RedisUnavailable, ResilientRedis
+
+ANONYMOUS = "anonymous"
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    digest: bytes  # sha256 of the secret; the secret itself is never stored
+    limit_per_min: int | None = None  # None = the server-wide limit
+
+
+def parse_api_keys(text: str, source: str = "api keys") -> list[ApiKey]:
+    """Parse the key file format described in the module docstring."""
+    keys: list[ApiKey] = []
+    seen: set[str] = set()
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [part.strip() for part in line.split(":")]
+        limit = None
+        if len(parts) == 1:
+            key_id, secret = "key-" + hashlib.sha256(parts[0].encode()).hexdigest()[:8], parts[0]
+        elif len(parts) in (2, 3):
+            key_id, secret = parts[0], parts[1]
+            if len(parts) == 3:
+                if not parts[2].isdigit():
+                    raise UserError(f"{source}:{number}: rate limit {parts[2]!r} is not a "
+                                    "non-negative integer")
+                limit = int(parts[2])
+        else:
+            raise UserError(f"{source}:{number}: expected 'key', 'id:key' or 'id:key:limit'")
+        if not key_id:
+            raise UserError(f"{source}:{number}: empty key id")
+        if len(secret) < 16:
+            raise UserError(f"{source}:{number}: API key shorter than 16 characters")
+        if key_id in seen:
+            raise UserError(f"{source}:{number}: duplicate key id {key_id!r}")
+        seen.add(key_id)
+        keys.append(ApiKey(key_id, _digest(secret), limit))
+    if not keys:
+        raise UserError(f"{source}: no API keys found (one key or 'id:key' per line)")
+    return keys
+
+
+def load_api_keys(path: str | Path) -> list[ApiKey]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"API key file not found: {path}")
+    return parse_api_keys(path.read_text(), str(path))
+
+
+def presented_key(headers: dict[str, str]) -> str | None:
+    """The key a client sent (lower-case header names, as Starlette gives them)."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return headers.get("x-api-key", "").strip() or None
+
+
+class Authenticator:
+    """Resolve a request to a key id; ``keys=None`` disables authentication."""
+
+    def __init__(self, keys: list[ApiKey] | None) -> None:
+        self.keys = keys
+        self._limits = {k.key_id: k.limit_per_min for k in keys or []}
+
+    def limit_for(self, key_id: str) -> int | None:
+        """The key's own rate limit, or None for the server-wide one."""
+        return self._limits.get(key_id)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    def key_id(self, headers: dict[str, str], client: str | None = None) -> str:
+        """The caller's key id; raises Unauthorized when keys are on and this one is unknown.
+
+        Without keys, callers are told apart by address (``ip:<addr>``) for rate limiting.
+        """
+        if not self.enabled:
+            return f"ip:{client}" if client else ANONYMOUS
+        key = presented_key(headers)
+        if key is None:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or "
+                               "'X-API-Key: <key>'", reason="unauthorized")
+        digest = _digest(key)
+        match = None
+        for entry in self.keys:  # compare against all, so timing does not reveal position
+            if hmac.compare_digest(digest, entry.digest) and match is None:
+                match = entry.key_id
+        if match is None:
+            raise Unauthorized("invalid API key", reason="unauthorized")
+        return match
+
+
+class RateLimiter:
+    """Fixed-window per-key limits in Redis; ``limit_per_min <= 0`` or no Redis disables it."""
+
+    def __init__(self, redis: ResilientRedis | None, limit_per_min: int) -> None:
+        self.redis = redis
+        self.limit = limit_per_min
+
+    @property
+    def enabled(self) -> bool:
+        return self.redis is not None and self.limit > 0
+
+    async def check(self, key_id: str, model: str, limit: int | None = None) -> None:
+        """Count one request against ``limit`` (default: the server-wide one); raises
+        RateLimited when the window is used up."""
+        limit = self.limit if limit is None else limit
+        if self.redis is None or limit <= 0:
+            return
+        now = time.time()
+        window = int(now // 60)
+        redis_key = f"rv:rl:{key_id}:{window}"
+
+        async def _count(client):
+            pipe = client.pipeline(transaction=True)
+            pipe.incr(redis_key)
+            pipe.expire(redis_key, 120)
+            count, _ = await pipe.execute()
+            return int(count)
+
+        try:
+            count = await self.redis.call(_count)
+        except RedisUnavailable:
+            metrics.RATELIMIT_ERRORS.labels(model).inc()
+            return
+        if count > limit:
+            retry_after = max(1, int((window + 1) * 60 - now + 0.999))
+            raise RateLimited(retry_after, limit)

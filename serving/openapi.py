@@ -1,0 +1,168 @@
+"""OpenAPI pieces for our inference routes (FastAPI generates the rest at ``/openapi.json``).
+
+The routes read the raw body themselves (size limits before reading, the v2 binary extension),
+so FastAPI cannot infer their request schemas: they are written out here and attached with
+``openapi_extra``.
+"""
+
+from __future__ import annotations
+
+DESCRIPTION = """\
+roadvision inference API (KServe ModelServer).
+
+* **v1**: `POST /v1/models/{name}:predict` with JSON `{"instances": [{"image_b64", "metadata",
+  "tta"}]}`.
+* **v2** (Open Inference Protocol): `POST /v2/models/{name}/infer` with a BYTES input `image`
+  (raw bytes through the binary tensor extension, or base64 strings in JSON), an optional BYTES
+  input `metadata` (one JSON object per image) and an optional request parameter `tta`.
+
+Images: JPEG, PNG or WebP. TTA: `none`, `flip` or `full`, up to the server's limit. When API
+keys are enabled, send `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors are JSON
+`{"error": "<message>", "code": "<code>"}` with status 400, 401, 404, 413, 415, 422, 429 or 503.
+Responses carry `x-roadvision-model-version` and `x-roadvision-cache` headers.
+"""
+
+METADATA_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Optional; every field may be omitted or null. lat and lon go together.",
+    "properties": {
+        "lat": {"type": "number", "minimum": -90, "maximum": 90},
+        "lon": {"type": "number", "minimum": -180, "maximum": 180},
+        "gps": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+                "description": "[lat, lon], instead of lat/lon"},
+        "weather": {"type": "string", "example": "cloudy",
+                    "description": "clear, cloudy, rainy, foggy, snowy (aliases accepted)"},
+        "daytime": {"type": "string", "example": "day", "description": "day, night, dusk"},
+        "scene": {"type": "string", "example": "urban",
+                  "description": "urban, highway, residential, rural, industrial"},
+        "text": {"type": "string", "maxLength": 2000},
+        "city": {"type": "string", "maxLength": 200},
+    },
+}
+
+TTA_SCHEMA = {"type": "string", "enum": ["none", "flip", "full"], "default": "none"}
+
+V1_REQUEST = {
+    "type": "object",
+    "required": ["instances"],
+    "properties": {
+        "instances": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["image_b64"],
+                "additionalProperties": False,
+                "properties": {
+                    "image_b64": {"type": "string", "format": "byte",
+                                  "description": "base64 of a JPEG, PNG or WebP file"},
+                    "metadata": METADATA_SCHEMA,
+                    "tta": TTA_SCHEMA,
+                },
+            },
+        },
+        "parameters": {"type": "object", "properties": {"tta": TTA_SCHEMA},
+                       "description": "defaults for every instance"},
+    },
+}
+
+ROADWORK_PREDICTION = {
+    "type": "object",
+    "properties": {
+        "probability": {"type": "number", "description": "calibrated P(active work zone)"},
+        "label": {"type": "integer", "enum": [0, 1], "description": "probability >= threshold"},
+        "model_version": {"type": "string"},
+        "tta": TTA_SCHEMA,
+        "cached": {"type": "boolean"},
+    },
+}
+
+LANES_PREDICTION = {
+    "type": "object",
+    "properties": {
+        "mask_png_b64": {"type": "string", "format": "byte",
+                         "description": "single-channel PNG of class ids, input size"},
+        "class_shares": {"type": "object", "additionalProperties": {"type": "number"},
+                         "description": "fraction of pixels per class name"},
+        "height": {"type": "integer"},
+        "width": {"type": "integer"},
+        "model_version": {"type": "string"},
+        "tta": TTA_SCHEMA,
+        "cached": {"type": "boolean"},
+    },
+}
+
+ERROR = {
+    "type": "object",
+    "required": ["error", "code"],
+    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+}
+
+V2_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string", "enum": ["image", "metadata"]},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string", "enum": ["BYTES"]},
+        "parameters": {"type": "object",
+                       "properties": {"binary_data_size": {"type": "integer"}}},
+        "data": {"type": "array", "items": {"type": "string"},
+                 "description": "JSON mode: base64 images / JSON metadata strings"},
+    },
+}
+
+V2_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": V2_TENSOR},
+        "outputs": {"type": "array", "items": {"type": "object"}},
+        "parameters": {"type": "object", "properties": {"tta": TTA_SCHEMA,
+                                                        "binary_data_output": {"type": "boolean"}}},
+    },
+}
+
+_ERRORS = {
+    str(status): {"description": text, "content": {"application/json": {"schema": ERROR}}}
+    for status, text in (
+        (400, "malformed JSON, base64 or request shape"),
+        (401, "missing or unknown API key"),
+        (404, "no such model"),
+        (413, "body or pixel count over the limit"),
+        (415, "image format not accepted"),
+        (422, "metadata, TTA or image content invalid"),
+        (429, "rate limit exceeded (see Retry-After)"),
+        (503, "model not ready"),
+    )
+}
+
+V1_OPENAPI = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": V1_REQUEST}}},
+    "responses": {
+        "200": {"description": "one prediction per instance", "content": {"application/json": {
+            "schema": {"type": "object", "properties": {"predictions": {
+                "type": "array", "items": {"oneOf": [ROADWORK_PREDICTION, LANES_PREDICTION]}}}},
+        }}},
+        **_ERRORS,
+    },
+}
+
+V2_OPENAPI = {
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": V2_REQUEST},
+        "application/octet-stream": {"schema": {
+            "type": "string", "format": "binary",
+            "description": "binary tensor extension: JSON header (its length in the "
+                           "Inference-Header-Content-Length header) followed by the tensors"}},
+    }},
+    "responses": {
+        "200": {"description": "Open Inference Protocol response; roadwork outputs "
+                               "probability (FP32), label (INT32), cached (BOOL); lanes outputs "
+                               "mask_png_b64 (BYTES), class_shares (FP32 [N, C]), cached (BOOL); "
+                               "model_version and parameters.tta set"},
+        **_ERRORS,
+    },
+}

@@ -1,0 +1,399 @@
+"""The KServe predictor: ``load`` / ``preprocess`` / ``predict`` / ``postprocess``, nothing else.
+
+* ``load()`` resolves the model URI (a bundle directory such as ``/mnt/models``, or
+  ``models:/NAME@ALIAS`` from MLflow), loads the bundle, answers one warm-up forward and only
+  then sets ``ready``. Calling it again (KServe's ``/v2/repository/models/NAME/load``) loads the
+  URI afresh and swaps the new version in atomically; requests already queued finish on the
+  version that keyed them, so a cache entry is never written under the wrong version.
+* ``preprocess`` validates the request (v1 dict or v2 ``InferRequest``) without decoding pixels,
+  keys every instance, looks the keys up in Redis, and decodes only the misses (in a thread).
+* ``predict`` sends the misses through the micro-batcher (TTA merged into the same forward) and
+  stores their results in the cache.
+* ``postprocess`` shapes the v1 JSON or the v2 ``InferResponse``; cached and fresh results are
+  rendered by the same code, so a hit's body equals the miss's except ``cached``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kserve import Model
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from roadvision.data.images import ImageError, decode_image, encode_png, probe_image
+from roadvision.errors import UserError
+
+from . import metrics
+from .batching import MicroBatcher
+from .cache import PredictionCache, cache_key
+from .config import ServingConfig
+from .errors import (
+    NotReady,
+    PayloadTooLarge,
+    ServingError,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from .redis_client import ResilientRedis
+from .validation import Instance, parse_v1, parse_v2
+
+log = logging.getLogger("roadvision.serving")
+
+#: Response headers that tell clients (and the audit log) what happened.
+VERSION_HEADER = "x-roadvision-model-version"
+CACHE_HEADER = "x-roadvision-cache"
+
+
+def resolve_bundle(uri: str) -> Path:
+    """A local bundle directory for ``uri`` (directory, ``file://`` or ``models:/`` URI).
+
+    Directories are searched for ``config.json`` at the top, in ``bundle/`` and in
+    ``artifacts/bundle/`` (the layout of an MLflow model as KServe's storage initializer
+    downloads it into ``/mnt/models``).
+    """
+    if uri.startswith("models:/"):
+        from roadvision.registry import download_bundle
+
+        return Path(download_bundle(uri))
+    path = Path(uri.removeprefix("file://"))
+    if not path.is_dir():
+        raise UserError(f"model URI {uri!r}: no such directory (expected a model bundle "
+                        "directory or models:/NAME@ALIAS)")
+    for candidate in (path, path / "bundle", path / "artifacts" / "bundle"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise UserError(f"model URI {uri!r}: no config.json in it (nor in bundle/ or "
+                    "artifacts/bundle/); is this a model bundle?")
+
+
+#: Requests whose images total at most this many pixels (read from the headers) are decoded on
+#: the event loop (about a millisecond for a 224x224 JPEG); larger ones in a worker thread.
+INLINE_DECODE_PIXELS = 512 * 512
+
+
+def _pixels(items: list[Item]) -> int:
+    """Total pixel count announced by the image headers (huge if any header is unreadable:
+    such an image goes to the thread path, whose decode reports the error)."""
+    total = 0
+    for item in items:
+        try:
+            _, width, height = probe_image(item.instance.image, max_pixels=1 << 62)
+        except ImageError:
+            return 1 << 62
+        total += width * height
+    return total
+
+
+def _image_error(exc: ImageError, where: str) -> ServingError:
+    message = f"{where}: {exc.message}"
+    if exc.reason == "too_many_pixels":
+        return PayloadTooLarge(message, code="too_many_pixels", reason="too_many_pixels")
+    if exc.reason == "unsupported_format":
+        return UnsupportedMediaType(message, reason="unsupported_format")
+    return Unprocessable(message, code="invalid_image", reason=exc.reason or "invalid_image")
+
+
+@dataclass
+class LoadedModel:
+    """One loaded version: network, identity and its own batcher (swapped as a unit)."""
+
+    net: Any
+    version: str
+    task: str
+    classes: list[str]
+    source: str
+    batcher: MicroBatcher
+
+
+@dataclass
+class Item:
+    instance: Instance
+    key: str
+    where: str
+    result: dict[str, Any] | None = None
+    cached: bool = False
+    sample: dict[str, Any] | None = None
+
+
+@dataclass
+class Job:
+    """What flows from preprocess to postprocess for one request."""
+
+    protocol: str  # "v1" or "v2"
+    loaded: LoadedModel
+    items: list[Item]
+    cache_state: str  # "off", "error", "hit", "miss", "partial"
+    request: InferRequest | None = None
+    tta: str = "none"
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class RoadvisionModel(Model):
+    """A roadwork or lanes model bundle behind KServe's v1 and v2 protocols.
+
+    Args:
+        name: the model name in the URL (``/v1/models/NAME:predict``).
+        model_uri: bundle directory or ``models:/NAME@ALIAS``.
+        config: server limits and switches.
+        redis: shared Redis client for the cache (None: no cache).
+    """
+
+    def __init__(self, name: str, model_uri: str, config: ServingConfig | None = None,
+                 redis: ResilientRedis | None = None) -> None:
+        super().__init__(name, return_response_headers=True)
+        self.model_uri = model_uri
+        self.config = config or ServingConfig()
+        self.cache = PredictionCache(
+            redis, name, ttl_s=self.config.cache_ttl_s,
+            max_value_bytes=self.config.cache_max_value_bytes,
+        )
+        self.loaded: LoadedModel | None = None
+        metrics.MODEL_READY.labels(name).set(0)
+
+    # --- load -----------------------------------------------------------------------------
+
+    def _device(self) -> str:
+        if self.config.device:
+            return self.config.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def load(self) -> bool:
+        """Load (or reload) the bundle, warm it up, then swap it in and set ``ready``."""
+        from roadvision.models.bundle import bundle_version, load_bundle
+
+        path = resolve_bundle(self.model_uri)
+        net = load_bundle(path, device=self._device())
+        cfg = net.cfg
+        forward = _Forward(net, self.name)
+        batcher = MicroBatcher(
+            forward, max_batch_size=self.config.max_batch_size,
+            max_wait_ms=self.config.max_batch_wait_ms, group_key=lambda item: item[1],
+            model=self.name,
+        )
+        loaded = LoadedModel(net=net, version=bundle_version(path), task=cfg.task,
+                             classes=list(cfg.classes), source=str(path), batcher=batcher)
+        self._warm_up(loaded, forward)
+        previous, self.loaded = self.loaded, loaded
+        if previous is not None:
+            previous.batcher.close(graceful=True)
+        metrics.set_model_info(self.name, loaded.version, loaded.task)
+        metrics.MODEL_READY.labels(self.name).set(1)
+        log.info("model %s: loaded %s version %s (%s) from %s", self.name, loaded.task,
+                 loaded.version, self.model_uri, path)
+        self.ready = True
+        return self.ready
+
+    def _warm_up(self, loaded: LoadedModel, forward: _Forward) -> None:
+        """One real forward on a synthetic input; raises if the answer is malformed."""
+        cfg = loaded.net.cfg
+        side = int(cfg.input_size if loaded.task == "lanes" else cfg.view_size)
+        image = np.full((side, side, 3), 127, dtype=np.uint8)
+        (result,) = forward([(self._sample(loaded, image, {}), "none")], count=False)
+        expected = {"probability", "label"} if loaded.task == "roadwork" else {"mask_png_b64"}
+        if not expected <= set(result):
+            raise RuntimeError(f"warm-up answer lacks {sorted(expected - set(result))}")
+
+    def start(self) -> None:
+        """KServe calls this at server start and would set ``ready``; only ``load`` may."""
+
+    def stop(self) -> None:
+        super().stop()
+        metrics.MODEL_READY.labels(self.name).set(0)
+        if self.loaded is not None:
+            self.loaded.batcher.close(graceful=False)
+
+    def validate(self, payload: Any) -> Any:
+        """Validation happens in ``preprocess`` (it needs the model's limits); pass through."""
+        return payload
+
+    # --- preprocess -----------------------------------------------------------------------
+
+    @staticmethod
+    def _sample(loaded: LoadedModel, image: np.ndarray, metadata: dict) -> dict:
+        from roadvision.models.preprocess import prepare_sample
+
+        return prepare_sample(loaded.net.cfg, image, metadata)
+
+    def _decode(self, loaded: LoadedModel, items: list[Item]) -> None:
+        """Decode and prepare the cache misses (runs in a worker thread)."""
+        for item in items:
+            try:
+                image = decode_image(item.instance.image, max_pixels=self.config.max_pixels)
+            except ImageError as exc:
+                raise _image_error(exc, item.where) from None
+            try:
+                item.sample = self._sample(loaded, image, item.instance.metadata)
+            except UserError as exc:
+                raise Unprocessable(f"{item.where}: {exc}", reason="invalid_input") from None
+
+    async def preprocess(self, payload: dict | InferRequest, headers: dict | None = None) -> Job:
+        loaded = self.loaded
+        if loaded is None or not self.ready:
+            raise NotReady(f"model {self.name} is not ready")
+        cfg = self.config
+        if isinstance(payload, InferRequest):
+            protocol = "v2"
+            tensors = {i.name: (i.datatype, i.data) for i in payload.inputs}
+            parameters = payload.parameters if isinstance(payload.parameters, dict) else None
+            instances = parse_v2(tensors, parameters, max_tta=cfg.max_tta,
+                                 max_instances=cfg.max_instances)
+            where = [f"image[{i}]" for i in range(len(instances))]
+        else:
+            protocol = "v1"
+            instances = parse_v1(payload, max_tta=cfg.max_tta, max_instances=cfg.max_instances)
+            where = [f"instances[{i}].image_b64" for i in range(len(instances))]
+        items = [
+            Item(inst, cache_key(loaded.version, loaded.task, inst.tta, inst.image,
+                                 inst.metadata), w)
+            for inst, w in zip(instances, where, strict=True)
+        ]
+        state = "off"
+        if self.cache.enabled:
+            found, ok = await self.cache.get_many([it.key for it in items])
+            for item, result in zip(items, found, strict=True):
+                if result is not None:
+                    item.result, item.cached = result, True
+            hits = sum(it.cached for it in items)
+            state = ("error" if not ok else "hit" if hits == len(items)
+                     else "miss" if hits == 0 else "partial")
+        misses = [it for it in items if not it.cached]
+        if misses:
+            # Tell the batcher these are coming, so that it waits for them (and only for them)
+            # while they decode; withdrawn if decoding fails.
+            loaded.batcher.expect(len(misses))
+            try:
+                if _pixels(misses) <= INLINE_DECODE_PIXELS:
+                    self._decode(loaded, misses)  # a thread hop would cost more than this
+                else:
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self._decode, loaded, misses)
+            except BaseException:
+                loaded.batcher.expect(-len(misses))
+                raise
+        request = payload if protocol == "v2" else None
+        return Job(protocol, loaded, items, state, request=request,
+                   tta=instances[0].tta if protocol == "v2" else "")
+
+    # --- predict --------------------------------------------------------------------------
+
+    async def predict(self, job: Job, headers: dict | None = None,
+                      response_headers: dict | None = None) -> Job:
+        misses = [it for it in job.items if not it.cached]
+        if misses:
+            # enqueue() is synchronous: all instances of this request are queued before the
+            # batcher can run again, so they are never split by an early dispatch.
+            results = await asyncio.gather(*[
+                job.loaded.batcher.enqueue((it.sample, it.instance.tta), expected=True)
+                for it in misses])
+            for item, result in zip(misses, results, strict=True):
+                item.result, item.sample = result, None
+            if self.cache.enabled and job.cache_state != "error":
+                await self.cache.set_many([(it.key, it.result) for it in misses])
+        return job
+
+    # --- postprocess ----------------------------------------------------------------------
+
+    async def postprocess(self, job: Job, headers: dict | None = None,
+                          response_headers: dict | None = None) -> dict | InferResponse:
+        if response_headers is not None:
+            response_headers[VERSION_HEADER] = job.loaded.version
+            response_headers[CACHE_HEADER] = job.cache_state
+        if job.protocol == "v1":
+            return {"predictions": [
+                {**it.result, "model_version": job.loaded.version, "tta": it.instance.tta,
+                 "cached": it.cached}
+                for it in job.items
+            ]}
+        return self._v2_response(job)
+
+    def _v2_response(self, job: Job) -> InferResponse:
+        n = len(job.items)
+        results = [it.result for it in job.items]
+        outputs: list[InferOutput] = []
+
+        def add(name: str, datatype: str, array: np.ndarray) -> None:
+            outputs.append(InferOutput(name=name, shape=list(array.shape), datatype=datatype,
+                                       data=array))
+
+        parameters: dict[str, Any] = {"tta": job.tta}
+        if job.loaded.task == "roadwork":
+            add("probability", "FP32", np.array([r["probability"] for r in results], np.float32))
+            add("label", "INT32", np.array([r["label"] for r in results], np.int32))
+        else:
+            add("mask_png_b64", "BYTES",
+                np.array([r["mask_png_b64"].encode() for r in results], dtype=object))
+            classes = job.loaded.classes
+            add("class_shares", "FP32",
+                np.array([[r["class_shares"].get(c, 0.0) for c in classes] for r in results],
+                         np.float32).reshape(n, len(classes)))
+            parameters["classes"] = ",".join(classes)
+        add("cached", "BOOL", np.array([it.cached for it in job.items], dtype=bool))
+        request = job.request
+        return InferResponse(
+            response_id=(request.id if request and request.id else uuid.uuid4().hex),
+            model_name=self.name, model_version=job.loaded.version, infer_outputs=outputs,
+            parameters=parameters,
+            use_binary_outputs=bool(request and request.use_binary_outputs),
+            requested_outputs=request.request_outputs if request else None,
+        )
+
+    # --- v2 model metadata ----------------------------------------------------------------
+
+    def get_input_types(self) -> list[dict]:
+        return [
+            {"name": "image", "datatype": "BYTES", "shape": [-1],
+             "parameters": {"content": "JPEG, PNG or WebP bytes (base64 when sent as JSON)"}},
+            {"name": "metadata", "datatype": "BYTES", "shape": [-1],
+             "parameters": {"content": "optional; one JSON object per image"}},
+        ]
+
+    def get_output_types(self) -> list[dict]:
+        task = self.loaded.task if self.loaded else "roadwork"
+        if task == "roadwork":
+            return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
+                    {"name": "label", "datatype": "INT32", "shape": [-1]},
+                    {"name": "cached", "datatype": "BOOL", "shape": [-1]}]
+        return [{"name": "mask_png_b64", "datatype": "BYTES", "shape": [-1]},
+                {"name": "class_shares", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "cached", "datatype": "BOOL", "shape": [-1]}]
+
+
+class _Forward:
+    """The batcher's forward: ``[(sample, tta)] -> [JSON-ready result]`` (one TTA per call).
+
+    Runs in the batcher's worker thread, so the mask PNG encoding stays off the event loop too.
+    """
+
+    def __init__(self, net: Any, model_name: str) -> None:
+        self.net = net
+        self.model_name = model_name
+
+    def __call__(self, items: list[tuple[dict, str]], count: bool = True) -> list[dict]:
+        from roadvision.models.inference import predict
+
+        tta = items[0][1]
+        outputs = predict(self.net, [sample for sample, _ in items], tta=tta)
+        if count:
+            metrics.TTA_PASSES.labels(self.model_name, tta).inc(len(items))
+        return [self._render(out) for out in outputs]
+
+    def _render(self, out: dict) -> dict:
+        if self.net.cfg.task == "roadwork":
+            return {"probability": round(float(out["probability"]), 6),
+                    "label": int(out["label"])}
+        mask = np.asarray(out["mask"], dtype=np.uint8)
+        return {
+            "mask_png_b64": base64.b64encode(encode_png(mask)).decode("ascii"),
+            "class_shares": {str(k): round(float(v), 6) for k, v in out["class_shares"].items()},
+            "height": int(mask.shape[0]),
+            "width": int(mask.shape[1]),
+        }

@@ -1,0 +1,365 @@
+"""KServe's ModelServer with our inference routes, limits, errors and reloads.
+
+Where we plug into KServe 0.21 (all by subclassing, nothing patched):
+
+* ``RoadvisionRESTServer(RESTServer)`` registers our ``/v1/models/{name}:predict`` and
+  ``/v2/models/{name}/infer`` routes and then KServe's, dropping KServe's two routes of the same
+  path, adds a guard middleware and replaces the exception handlers so that every error is
+  ``{"error", "code"}`` JSON without type names or stack traces.
+* ``RoadvisionModelServer(ModelServer)`` builds that REST server in ``start()`` (single
+  process: the micro-batcher, the caches and CUDA all want one process per replica).
+* ``RoadvisionRepository(ModelRepository)`` implements ``load(name)`` so that
+  ``POST /v2/repository/models/{name}/load`` reloads a model from its URI (a promoted MLflow
+  alias, or a new bundle in its directory) without a restart.
+
+Our routes still run KServe's data plane (``DataPlane.infer`` -> ``Model.__call__`` ->
+preprocess/predict/postprocess with KServe's step histograms, ``DataPlane.encode``); only
+what comes before (auth, rate limit, body limit, v2 decoding) and the error rendering are ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import ORJSONResponse, Response
+from kserve import ModelServer
+from kserve import errors as kerrors
+from kserve.model_repository import ModelRepository
+from kserve.protocol.rest.server import RESTServer
+
+from . import audit, metrics
+from .auth import Authenticator, RateLimiter
+from .config import ServingConfig
+from .errors import (
+    BadRequest,
+    InternalError,
+    ModelNotFoundError,
+    NotReady,
+    PayloadTooLarge,
+    ServingError,
+)
+from .openapi import DESCRIPTION, V1_OPENAPI, V2_OPENAPI
+from .predictor import CACHE_HEADER, VERSION_HEADER
+from .v2codec import decode_request
+
+log = logging.getLogger("roadvision.serving")
+
+V1_PATH = "/v1/models/{model_name}:predict"
+V2_PATH = "/v2/models/{model_name}/infer"
+
+
+class Guard:
+    """Per-server safety settings shared by the routes and the middleware."""
+
+    def __init__(self, config: ServingConfig, auth: Authenticator, limiter: RateLimiter) -> None:
+        self.config = config
+        self.auth = auth
+        self.limiter = limiter
+
+
+def _content_length(request_headers: Any) -> int | None:
+    value = request_headers.get("content-length")
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest(f"Content-Length {value!r} is not an integer",
+                         reason="malformed") from None
+
+
+def _too_large(size: int | str, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes",
+                           code="body_too_large", reason="body_too_large")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 before reading when Content-Length is over ``limit``, and
+    while streaming when a chunked (or lying) client sends more."""
+    declared = _content_length(request.headers)
+    if declared is not None and declared > limit:
+        raise _too_large(declared, limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(f"more than {limit}", limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class InferenceRoutes:
+    """The two inference endpoints, with accounting (metrics + audit) around each request."""
+
+    def __init__(self, dataplane, guard: Guard) -> None:
+        self.dataplane = dataplane
+        self.guard = guard
+
+    async def v1_predict(self, model_name: str, request: Request) -> Response:
+        return await self._serve(request, model_name, "v1")
+
+    async def v2_infer(self, model_name: str, request: Request) -> Response:
+        return await self._serve(request, model_name, "v2")
+
+    async def _serve(self, request: Request, model_name: str, protocol: str) -> Response:
+        start = time.perf_counter()
+        headers = dict(request.headers)
+        model = self.dataplane.model_registry.get_model(model_name)
+        label = model_name if model is not None else metrics.UNKNOWN_MODEL
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        record = audit.AuditRecord(request_id=request_id, key_id="-", model=label,
+                                   protocol=protocol)
+        metrics.INFLIGHT.labels(label).inc()
+        try:
+            response = await self._infer(request, headers, model, model_name, protocol, record)
+        except ServingError as exc:
+            response = self._refuse(exc, label, record)
+        except kerrors.InvalidInput as exc:  # e.g. an unknown requested v2 output
+            response = self._refuse(BadRequest(str(exc), reason="malformed"), label, record)
+        except kerrors.ModelNotFound:  # unloaded while this request was running
+            response = self._refuse(ModelNotFoundError(f"model {model_name!r} is not served"),
+                                    label, record)
+        except Exception:  # noqa: BLE001 - a bug: log it fully, tell the client nothing inside
+            log.exception("request %s to %s failed", request_id, model_name)
+            response = self._refuse(InternalError(), label, record)
+        finally:
+            metrics.INFLIGHT.labels(label).dec()
+        elapsed = time.perf_counter() - start
+        record.status = response.status_code
+        record.latency_ms = elapsed * 1000
+        metrics.REQUESTS.labels(label, protocol, str(response.status_code)).inc()
+        metrics.LATENCY.labels(label, protocol).observe(elapsed)
+        response.headers["x-request-id"] = request_id
+        audit.emit(record)
+        return response
+
+    @staticmethod
+    def _refuse(exc: ServingError, label: str, record: audit.AuditRecord) -> Response:
+        record.code = exc.code
+        if 400 <= exc.status < 500:
+            metrics.REJECTIONS.labels(label, exc.reason).inc()
+        return exc.to_response()
+
+    async def _infer(self, request: Request, headers: dict, model, model_name: str,
+                     protocol: str, record: audit.AuditRecord) -> Response:
+        guard = self.guard
+        if model is None:
+            served = sorted(self.dataplane.model_registry.get_models())
+            raise ModelNotFoundError(f"model {model_name!r} is not served; served: {served}")
+        if getattr(model, "loaded", None) is not None:
+            record.version = model.loaded.version
+        client = request.client.host if request.client else None
+        record.key_id = guard.auth.key_id(headers, client)
+        await guard.limiter.check(record.key_id, model_name,
+                                  guard.auth.limit_for(record.key_id))
+        body = await read_body(request, guard.config.max_body_bytes)
+        if not model.ready:
+            raise NotReady(f"model {model_name!r} is not ready (loading or failed to load)")
+        if protocol == "v1":
+            from .validation import load_json
+
+            payload = load_json(body)
+        else:
+            payload = decode_request(body, headers, model_name)
+        result, response_headers = await self.dataplane.infer(
+            model_name=model_name, request=payload, headers=headers)
+        record.version = response_headers.get(VERSION_HEADER, "")
+        record.cache = response_headers.get(CACHE_HEADER, "off")
+        if protocol == "v1":
+            record.instances = len(result.get("predictions", []))
+            record.tta = ",".join(sorted({p.get("tta", "") for p in result["predictions"]}))
+        else:
+            record.instances = result.outputs[0].shape[0] if result.outputs else 0
+            record.tta = (result.parameters or {}).get("tta", "")
+        encoded, encode_headers = self.dataplane.encode(
+            model_name=model_name, response=result, headers=headers, req_attributes={})
+        response_headers.update(encode_headers)
+        response_headers.pop("content-length", None)
+        response_headers.pop("content-type", None)
+        if isinstance(encoded, bytes):  # v2 with binary outputs
+            return Response(content=encoded, media_type="application/octet-stream",
+                            headers=response_headers)
+        return ORJSONResponse(content=encoded, headers=response_headers)
+
+
+class GuardMiddleware:
+    """ASGI middleware for every route that is not ours: body limit and (when enabled) API keys
+    on the model-repository routes (load/unload must not be open when inference is not)."""
+
+    def __init__(self, app, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if path.endswith(":predict") or path.endswith("/infer"):
+            return await self.app(scope, receive, send)  # our routes check for themselves
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            declared = _content_length(headers)
+            limit = self.guard.config.max_body_bytes
+            if declared is not None and declared > limit:
+                raise _too_large(declared, limit)
+            if path.startswith("/v2/repository/") and self.guard.auth.enabled:
+                self.guard.auth.key_id(headers)
+        except ServingError as exc:
+            return await exc.to_response()(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _json_error(status: int, message: str, code: str) -> ORJSONResponse:
+    return ORJSONResponse({"error": message, "code": code}, status_code=status)
+
+
+async def _serving_error_handler(_, exc: ServingError):
+    return exc.to_response()
+
+
+async def _invalid_input_handler(_, exc):
+    return _json_error(400, str(exc), "bad_request")
+
+
+async def _not_found_handler(_, exc):
+    return _json_error(404, str(exc), "model_not_found")
+
+
+async def _not_ready_handler(_, exc):
+    log.warning("%s", exc)  # may hold the load error: for the log, not for the client
+    name = getattr(exc, "model_name", "")
+    return _json_error(503, f"model {name!r} is not ready; the server log has the details",
+                       "model_not_ready")
+
+
+async def _server_not_ready_handler(_, exc):
+    return _json_error(503, str(exc), "server_not_ready")
+
+
+async def _not_implemented_handler(_, exc):
+    return _json_error(501, "not implemented by this server", "not_implemented")
+
+
+async def _internal_handler(_, exc):
+    log.error("unhandled error", exc_info=exc)
+    return _json_error(500, "internal error; the server log has the details", "internal_error")
+
+
+def _drop_routes(router, paths: set[str], keep: list) -> None:
+    """Remove POST routes on ``paths`` except ``keep``, also inside included routers
+    (FastAPI >= 0.16x keeps ``include_router`` children in their own router)."""
+    kept = []
+    for route in router.routes:
+        child = getattr(route, "original_router", None)
+        if child is not None:
+            _drop_routes(child, paths, keep)
+        if (route in keep or getattr(route, "path", None) not in paths
+                or "POST" not in (getattr(route, "methods", None) or set())):
+            kept.append(route)
+    if len(kept) != len(router.routes):
+        router.routes[:] = kept
+        mark_changed = getattr(router, "_mark_routes_changed", None)
+        if mark_changed is not None:
+            mark_changed()
+
+
+class RoadvisionRESTServer(RESTServer):
+    """KServe's REST server plus our routes, middleware and error rendering."""
+
+    def __init__(self, *args, guard: Guard, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+
+    def _register_endpoints(self, app: FastAPI) -> None:
+        app.title = "roadvision serving"
+        app.description = DESCRIPTION
+        routes = InferenceRoutes(self.dataplane, self.guard)
+        ours = []
+        for path, endpoint, extra, summary in (
+            (V1_PATH, routes.v1_predict, V1_OPENAPI, "Predict (KServe v1, JSON)"),
+            (V2_PATH, routes.v2_infer, V2_OPENAPI,
+             "Infer (Open Inference Protocol v2, binary tensor extension supported)"),
+        ):
+            app.add_api_route(path, endpoint, methods=["POST"], response_model=None,
+                              summary=summary, openapi_extra=extra, tags=["roadvision"])
+            ours.append(app.router.routes[-1])
+        super()._register_endpoints(app)
+        # Ours come first, so they win; drop KServe's routes of the same path and method so
+        # that the OpenAPI document describes one operation per path.
+        _drop_routes(app.router, {V1_PATH, V2_PATH}, keep=ours)
+        app.openapi_schema = None
+
+    def _add_middlewares(self, app: FastAPI) -> None:
+        super()._add_middlewares(app)
+        app.add_middleware(GuardMiddleware, guard=self.guard)
+
+    def _add_exception_handlers(self, app: FastAPI) -> None:
+        super()._add_exception_handlers(app)
+        app.add_exception_handler(ServingError, _serving_error_handler)
+        app.add_exception_handler(kerrors.InvalidInput, _invalid_input_handler)
+        app.add_exception_handler(kerrors.ModelNotFound, _not_found_handler)
+        app.add_exception_handler(kerrors.ModelNotReady, _not_ready_handler)
+        app.add_exception_handler(kerrors.ServerNotReady, _server_not_ready_handler)
+        app.add_exception_handler(kerrors.ServerNotLive, _server_not_ready_handler)
+        app.add_exception_handler(kerrors.InferenceError, _internal_handler)
+        app.add_exception_handler(NotImplementedError, _not_implemented_handler)
+        app.add_exception_handler(Exception, _internal_handler)
+
+
+class RoadvisionRepository(ModelRepository):
+    """Model repository whose ``load(name)`` reloads the model from its URI."""
+
+    async def load(self, name: str) -> bool:
+        model = self.get_model(name)
+        if model is None:
+            raise KeyError(f"model {name} is not served")
+        # Loading reads files and runs a warm-up forward: keep it off the event loop. The old
+        # version keeps serving until the new one has answered its warm-up.
+        await asyncio.to_thread(model.load)
+        return model.ready
+
+
+class RoadvisionModelServer(ModelServer):
+    """A single-process KServe ModelServer with roadvision's REST server."""
+
+    def __init__(self, *, guard: Guard, **kwargs) -> None:
+        kwargs.setdefault("registered_models", RoadvisionRepository())
+        if kwargs.get("workers", 1) != 1:
+            raise ValueError("roadvision serves from one process per replica (workers=1); "
+                             "scale with replicas")
+        super().__init__(**kwargs)
+        self.guard = guard
+
+    def start(self, models: list) -> None:
+        """``ModelServer.start`` for one process, with our REST server."""
+        from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+        from kserve.model_server import args as kserve_args
+
+        self._register_and_check_atleast_one_model_is_ready(models)
+        for model in models:  # KServe registers ready models only; ours answer 503 until loaded
+            if not model.ready:
+                self.register_model(model)
+        self._rest_server = RoadvisionRESTServer(
+            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
+            self.http_port, access_log_format=self.access_log_format, workers=1,
+            grace_period=self.grace_period, event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive, ssl_certfile=self.ssl_certfile,
+            ssl_keyfile=self.ssl_keyfile, guard=self.guard,
+        )
+        self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            from kserve.protocol.grpc.server import GRPCServer
+
+            self._grpc_server = GRPCServer(
+                self.grpc_port, self.dataplane, self.model_repository_extension,
+                kwargs=vars(kserve_args), grace_period=self.grace_period,
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
+        self.setup_event_loop()
+        self.register_signal_handler()
+        asyncio.run(self._serve())

@@ -1,0 +1,144 @@
+"""The compiled pipeline: committed YAML up to date, Kubernetes settings present, params sane."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from roadvision.errors import UserError
+from roadvision.pipelines.compile import DEFAULT_OUT, compile_pipeline, normalise
+from roadvision.pipelines.params import PRESETS, RunParams, from_preset
+from roadvision.pipelines.training import ClusterSettings
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Compile once with non-default settings, to see that every one reaches the YAML."""
+    settings = ClusterSettings(
+        image="registry.example/roadvision-train:9.9", accelerator_type="nvidia.com/gpu",
+        accelerator_limit=2, gpu_node_selector={"pool": "a100"},
+        gpu_toleration={"key": "gpu", "operator": "Equal", "value": "yes",
+                        "effect": "NoSchedule"}, s3_secret="my-s3", mlflow_secret="my-mlflow",
+        io_retries=4)
+    path = compile_pipeline(tmp_path_factory.mktemp("compiled") / "p.yaml", settings)
+    spec, platform = yaml.safe_load_all(path.read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _executor(spec, task_name, dag=None):
+    dag = dag or spec["root"]["dag"]
+    component = dag["tasks"][task_name]["componentRef"]["name"]
+    return spec["components"][component]["executorLabel"]
+
+
+def test_committed_yaml_is_up_to_date(tmp_path):
+    fresh = compile_pipeline(tmp_path / "fresh.yaml")  # default ClusterSettings, as committed
+    assert DEFAULT_OUT.is_file(), "run `roadvision pipeline compile` and commit the YAML"
+    assert normalise(fresh.read_text()) == normalise(DEFAULT_OUT.read_text()), (
+        "pipelines/training_pipeline.yaml is stale: run `python -m roadvision.pipelines.compile`")
+
+
+def test_dag_shape(compiled):
+    spec, _ = compiled
+    root = spec["root"]["dag"]["tasks"]
+    assert {"ingest", "validate", "split", "gps-weighting", "for-loop-1", "distill",
+            "evaluate-2", "error-analysis", "register", "gate", "condition-2"} <= set(root)
+    loop = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert set(loop) == {"train", "evaluate"}
+    assert root["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith(
+        "ingest-Output")
+    condition = root["condition-2"]["triggerPolicy"]["condition"]
+    assert "gate" in condition and "true" in condition.lower()
+    assert set(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == {"promote"}
+    # distill gets the members' models as one collected list
+    distill_in = root["distill"]["inputs"]["artifacts"]["teachers"]
+    assert distill_in["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+
+
+def test_gpu_steps_carry_accelerator_node_selector_and_toleration(compiled):
+    spec, k8s = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    loop = spec["components"]["comp-for-loop-1"]["dag"]
+    for label in (_executor(spec, "train", loop), _executor(spec, "distill")):
+        resources = executors[label]["container"]["resources"]
+        assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+        assert resources["accelerator"]["resourceCount"] == "2"
+        assert resources["memoryLimit"] > 0 and resources["cpuLimit"] > 0
+        assert k8s[label]["nodeSelector"]["labels"] == {"pool": "a100"}
+        assert k8s[label]["tolerations"] == [{"key": "gpu", "operator": "Equal", "value": "yes",
+                                              "effect": "NoSchedule"}]
+    # CPU steps stay off the GPU pool
+    ingest = _executor(spec, "ingest")
+    assert "accelerator" not in executors[ingest]["container"].get("resources", {})
+    assert "nodeSelector" not in k8s[ingest]
+
+
+def test_every_step_gets_secrets_as_env_and_our_image(compiled):
+    spec, k8s = compiled
+    for label, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor["container"]
+        assert container["image"] == "registry.example/roadvision-train:9.9"
+        assert "pip install" not in " ".join(container["command"] + container.get("args", []))
+        secrets = {s["secretName"]: s for s in k8s[label]["secretAsEnv"]}
+        assert {m["envVar"] for m in secrets["my-s3"]["keyToEnv"]} == {
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        assert {m["envVar"] for m in secrets["my-mlflow"]["keyToEnv"]} == {
+            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+        assert secrets["my-mlflow"]["optional"] is True
+
+
+def test_io_steps_retry_with_backoff_and_registry_steps_never_cache(compiled):
+    spec, _ = compiled
+    root = spec["root"]["dag"]["tasks"]
+    promote = spec["components"]["comp-condition-2"]["dag"]["tasks"]["promote"]
+    for task in (root["ingest"], root["register"], root["gate"], promote):
+        policy = task["retryPolicy"]
+        assert policy["maxRetryCount"] == 4
+        assert policy["backoffDuration"] == "30s" and policy["backoffFactor"] == 2.0
+    assert "retryPolicy" not in root["distill"]  # a GPU job is not retried blindly
+    for task in (root["register"], root["gate"], promote):
+        assert task["cachingOptions"] == {}  # enableCache absent = off
+    for name in ("ingest", "split", "distill", "evaluate-2"):
+        assert root[name]["cachingOptions"] == {"enableCache": True}
+    assert root["gate"]["taskInfo"]["name"] == "gate"
+    assert root["gps-weighting"]["taskInfo"]["name"] == "gps weighting"
+
+
+def test_pipeline_parameters_match_runparams_defaults(compiled):
+    spec, _ = compiled
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    defaults = RunParams().to_dict()
+    assert set(declared) == set(defaults)
+    for name, value in defaults.items():
+        got = declared[name].get("defaultValue", "")
+        assert got == value or (isinstance(value, float) and float(got) == value), name
+
+
+@pytest.mark.parametrize("changes,parameter", [
+    ({"epochs": 0}, "epochs"), ({"members": 99}, "members"), ({"task": "cats"}, "task"),
+    ({"slice_tolerance": -1.0}, "slice_tolerance"), ({"min_delta": 5.0}, "min_delta"),
+    ({"tta": "huge"}, "tta"), ({"target_regions": "91,0"}, "target_regions"),
+    ({"data_uri": "/definitely/not/here"}, "data_uri"),
+    ({"data_uri": "synth://lanes?n=40"}, "data_uri"), ({"data_uri": "ftp://x"}, "data_uri"),
+    ({"model_preset": "lanes_tiny"}, "model_preset"), ({"model_name": "bad name"}, "model_name"),
+])
+def test_bad_parameters_fail_early_naming_the_parameter(changes, parameter):
+    with pytest.raises(UserError, match=f"^{parameter}: "):
+        RunParams().replace(**changes).validate(check_mlflow=False)
+
+
+def test_unreachable_mlflow_fails_early_naming_the_parameter():
+    from conftest import free_port
+
+    params = from_preset("tiny", mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(UserError, match="^mlflow_tracking_uri: .*unreachable"):
+        params.validate()
+
+
+def test_presets_are_valid():
+    for name in PRESETS:
+        for task in ("roadwork", "lanes"):
+            from_preset(name, task=task).validate(check_mlflow=False)
+    assert {f.name for f in dataclasses.fields(RunParams)} >= set(PRESETS["tiny"])
