@@ -123,9 +123,8 @@ def bench_roadwork(args: argparse.Namespace) -> dict:
 
 def _latency(bundle: Path, data: Path, repeats: int = 3) -> float:
     """Seconds per image of plain inference over the test split (best of ``repeats``)."""
-    from roadvision.models.bundle import load_bundle
-
     from roadvision.evaluation.inference import predict_dataset
+    from roadvision.models.bundle import load_bundle
     from roadvision.training.datasets import ManifestDataset, load_rows
 
     model = load_bundle(bundle)
@@ -207,9 +206,8 @@ def bench_student(args: argparse.Namespace) -> dict:
 
 
 def _ensemble_mcc(bundles: list[Path], data: Path) -> float:
-    from roadvision.models.bundle import load_bundle
-
     from roadvision.evaluation.inference import predict_dataset
+    from roadvision.models.bundle import load_bundle
     from roadvision.training.datasets import ManifestDataset, load_rows
 
     rows = load_rows(data, ["test"])
@@ -250,10 +248,10 @@ def bench_throughput(args: argparse.Namespace) -> dict:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from _training import make_lanes, make_roadwork
+
     from roadvision.models import create_model
     from roadvision.models.losses import create_loss
     from roadvision.models.preprocess import collate
-
     from roadvision.training.datasets import ManifestDataset, load_rows
 
     task, bs, steps = args.task, args.batch_size, args.steps

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import torch
+
 from roadvision.models import collate, create_model, list_models, prepare_sample, run_tta
 
 
@@ -42,6 +43,7 @@ def _imagenet_check() -> None:
     import skimage.data
     import timm
     from PIL import Image
+
     from roadvision.models.config import IMAGENET_MEAN, IMAGENET_STD
     from roadvision.models.encoders import lite0_imagenet_state_dict
 

@@ -105,6 +105,21 @@ def start_server(bundle: Path, redis_url: str, batch: int, wait_ms: float, tmp: 
     return proc, f"http://127.0.0.1:{port}/v1/models/roadwork:predict"
 
 
+def server_means(url: str) -> dict[str, float]:
+    """Server-side totals from /metrics (seconds, counts) for the served model."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url.split("/v1/")[0] + "/metrics", timeout=10).text
+    wanted = {"roadvision_request_latency_seconds_sum", "roadvision_request_latency_seconds_count",
+              "request_preprocess_seconds_sum", "request_predict_seconds_sum"}
+    out = dict.fromkeys(wanted, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in wanted:
+                out[sample.name] += sample.value
+    return out
+
+
 def sequential(url: str, images: list[bytes], tta: str = "none") -> list[float]:
     """Latency (s) of each request, one at a time on a keep-alive connection."""
     times = []
@@ -136,9 +151,8 @@ async def _throughput(url: str, images: list[bytes], concurrency: int) -> float:
 
 def bare(bundle: Path, image: bytes, repeats: int) -> tuple[list[float], list[float]]:
     """(forward-only, decode+prepare+forward) latencies in this process (``repeats`` each)."""
-    from roadvision.models import load_bundle, predict, prepare_sample
-
     from roadvision.data.images import decode_image
+    from roadvision.models import load_bundle, predict, prepare_sample
 
     model = _BARE.get(bundle) or _BARE.setdefault(bundle, load_bundle(bundle))
     sample = prepare_sample(model.cfg, decode_image(image), None)
@@ -154,6 +168,37 @@ def bare(bundle: Path, image: bytes, repeats: int) -> tuple[list[float], list[fl
 
 
 _BARE: dict = {}
+
+
+def in_process(bundle: Path, images: list[bytes]) -> tuple[list[float], list[float]]:
+    """(predictor stages, bare forward) latencies alternately in this process: the cost of our
+    preprocess/batcher/postprocess without HTTP and without a second process (no cache)."""
+    from roadvision.data.images import decode_image
+    from roadvision.models import predict, prepare_sample
+    from roadvision.serving.config import ServingConfig
+    from roadvision.serving.predictor import RoadvisionModel
+
+    model = RoadvisionModel("roadwork", str(bundle), ServingConfig())
+    model.load()
+    net = model.loaded.net
+
+    async def run():
+        stages, forward = [], []
+        for image in images:
+            sample = prepare_sample(net.cfg, decode_image(image), None)
+            start = time.perf_counter()
+            predict(net, [sample])
+            forward.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            job = await model.preprocess(_body(image), {})
+            await model.postprocess(await model.predict(job, {}, {}), {}, {})
+            stages.append(time.perf_counter() - start)
+        return stages, forward
+
+    try:
+        return asyncio.run(run())
+    finally:
+        model.stop()
 
 
 def interleaved(url: str, bundle: Path, images: list[bytes]) -> tuple[list, list, list]:
@@ -175,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import torch
+
     from roadvision.models import create_model, list_models, save_bundle
 
     preset = args.preset if args.preset in list_models() else "roadwork_tiny"
@@ -197,10 +243,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         torch.set_num_threads(THREADS)
         bare(bundle, _jpeg(424242), 5)  # warm-up
+        stages, stage_fwd = in_process(bundle, fresh(n))
         server, url = start_server(bundle, redis_url, batch=8, wait_ms=2, tmp=tmp)
         try:
             sequential(url, fresh(10))  # warm up connections, allocator, caches
+            before = server_means(url)
             uncached, fwd, pipe = interleaved(url, bundle, fresh(n))
+            after = server_means(url)
+            stage = {k: after[k] - before[k] for k in after}
+            alone = sequential(url, fresh(n))  # the same, without the bare forward in between
             cached_image = _jpeg(424242)
             sequential(url, [cached_image])
             cached = sequential(url, [cached_image] * n)
@@ -232,6 +283,20 @@ def main(argv: list[str] | None = None) -> None:
         ("overhead vs bare forward", f"{p50_unc / ms(fwd, 50):.2f}  (goal <= 1.2)"),
         ("overhead vs bare decode+prepare+forward", f"{p50_unc / ms(pipe, 50):.2f}"),
     ]
+    rows.append(("HTTP uncached p50, not interleaved",
+                 f"{ms(alone, 50):.2f} ms -> overhead {_pct(alone, 50) / _pct(fwd, 50):.2f} "
+                 "(the server's weights stay in CPU cache)"))
+    rows.append(("in-process predictor stages / bare forward",
+                 f"{ms(stages, 50):.2f} / {ms(stage_fwd, 50):.2f} ms = "
+                 f"{_pct(stages, 50) / _pct(stage_fwd, 50):.2f} (no HTTP, no second process)"))
+    count = stage["roadvision_request_latency_seconds_count"] or 1
+    mean = lambda key: 1000 * stage[key] / count  # noqa: E731
+    rows.append(("uncached, server-side means",
+                 f"total {mean('roadvision_request_latency_seconds_sum'):.2f} ms = preprocess "
+                 f"{mean('request_preprocess_seconds_sum'):.2f} + predict "
+                 f"{mean('request_predict_seconds_sum'):.2f} ms + rest; client mean "
+                 f"{1000 * statistics.mean(uncached):.2f} ms, bare forward mean "
+                 f"{1000 * statistics.mean(fwd):.2f} ms"))
     base = statistics.median(tta["none"])
     for mode in ("flip", "full"):
         rows.append((f"TTA {mode} vs none (p50)",

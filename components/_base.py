@@ -25,8 +25,9 @@ from typing import Any
 
 from kfp import dsl
 
-__all__ = ["TRAIN_IMAGE", "component", "step_run", "log_history", "publish_metrics",
-           "read_json", "write_json", "code_version", "finish_pipeline_run"]
+__all__ = ["TRAIN_IMAGE", "component", "step_run", "current_pipeline_run_id", "log_metrics",
+           "set_metadata", "ensure_file",
+           "publish_metrics", "read_json", "write_json", "code_version", "finish_pipeline_run"]
 
 #: The base image of every step (built from Dockerfile.train). ``roadvision pipeline compile
 #: --image`` or ``ROADVISION_TRAIN_IMAGE`` override it for a compiled pipeline.
@@ -73,6 +74,29 @@ def publish_metrics(artifact, metrics: Mapping[str, Any], *, prefix: str = "") -
 
     for key, value in flatten_metrics(metrics, prefix=prefix).items():
         artifact.log_metric(key, value)
+    ensure_file(artifact)
+
+
+def ensure_file(artifact) -> None:
+    """Give a metadata-only artifact (Metrics, ClassificationMetrics) a file: its metadata.
+
+    kfp.local treats a cached output whose file is missing as a cache miss, so without a file
+    a step would never be cached locally (and a cluster's object store gets a real object).
+    """
+    path = Path(artifact.path)
+    if not path.exists():
+        write_json(path, dict(artifact.metadata))
+
+
+def set_metadata(artifact, values: Mapping[str, Any]) -> None:
+    """Artifact metadata as strings.
+
+    Numbers in metadata come back from kfp.local's cache as floats (48 -> 48.0), which changes
+    the cache key of every step that consumes the artifact and defeats caching downstream;
+    strings survive the round trip unchanged (and read the same in the KFP UI).
+    """
+    artifact.metadata.update({str(k): v if isinstance(v, str) else json.dumps(v, default=str)
+                              for k, v in values.items()})
 
 
 def code_version() -> str:
@@ -97,6 +121,20 @@ def code_version() -> str:
 
 
 # --------------------------------------------------------------------------- MLflow runs
+#: Where a step learns which pipeline run it belongs to. Not a component input: an input that
+#: differs per run would change every step's cache key and switch KFP caching off for good.
+#: On a cluster the pod's ``pipeline/runid`` label arrives as ``KFP_RUN_ID`` (downward API, set
+#: in pipelines/training.py); ``roadvision pipeline run --local`` sets the roadvision variable.
+RUN_ID_ENV = ("ROADVISION_PIPELINE_RUN_ID", "KFP_RUN_ID")
+
+
+def current_pipeline_run_id(explicit: str | None = None) -> str:
+    """The pipeline run this process works for ("" when called outside a pipeline)."""
+    if explicit:
+        return explicit
+    return next((os.environ[name] for name in RUN_ID_ENV if os.environ.get(name)), "")
+
+
 def _parent_run(experiment_id: str, pipeline_run_id: str) -> str:
     """The pipeline's MLflow run: injected by the KFP backend (``MLFLOW_RUN_ID``) or ours.
 
@@ -120,7 +158,7 @@ def _parent_run(experiment_id: str, pipeline_run_id: str) -> str:
 
 
 @contextlib.contextmanager
-def step_run(step: str, pipeline_run_id: str, *, experiment: str = "roadvision",
+def step_run(step: str, pipeline_run_id: str | None = None, *, experiment: str = "roadvision",
              tracking_uri: str = "", params: Mapping[str, Any] | None = None) -> Iterator[Any]:
     """A nested MLflow run for one step under the pipeline run's parent; yields the run.
 
@@ -131,6 +169,7 @@ def step_run(step: str, pipeline_run_id: str, *, experiment: str = "roadvision",
 
     from roadvision import registry
 
+    pipeline_run_id = current_pipeline_run_id(pipeline_run_id)
     registry.configure(tracking_uri or None)
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or registry.ensure_experiment(
         experiment)
@@ -150,23 +189,6 @@ def _param(value: Any) -> str:
     return text[:6000]
 
 
-def log_history(history: Any) -> None:
-    """Per-epoch metrics into the active run (``step`` = epoch), whatever shape history has."""
-    import mlflow
-
-    from roadvision.registry import flatten_metrics
-
-    entries = history if isinstance(history, list) else (history or {}).get("epochs", [])
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, Mapping):
-            continue
-        step = int(entry.get("epoch", index)) if isinstance(entry.get("epoch", index),
-                                                            (int, float)) else index
-        values = {k: v for k, v in flatten_metrics(entry).items() if k != "epoch"}
-        if values:
-            mlflow.log_metrics({k.replace("/", "."): v for k, v in values.items()}, step=step)
-
-
 def log_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
     """A (nested) metrics dict into the active run."""
     import mlflow
@@ -178,10 +200,11 @@ def log_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
         mlflow.log_metrics(flat)
 
 
-def finish_pipeline_run(pipeline_run_id: str, status: str = "FINISHED") -> None:
+def finish_pipeline_run(pipeline_run_id: str | None = None, status: str = "FINISHED") -> None:
     """Close the parent run we created (never one the KFP backend injected and owns)."""
     from mlflow import MlflowClient
 
+    pipeline_run_id = current_pipeline_run_id(pipeline_run_id)
     if not pipeline_run_id:
         return
     import mlflow

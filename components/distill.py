@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
 from roadvision.components._base import component
 
 __all__ = ["student_preset_for", "run_distill", "distill"]
@@ -30,15 +31,15 @@ def student_preset_for(task: str, student_preset: str, model_preset: str, profil
 def run_distill(teacher_dirs: list[str | Path], data_dir: str | Path, out_dir: str | Path, *,
                 task: str, profile: str = "full", student_preset: str = "",
                 model_preset: str = "", epochs: int = 40, batch_size: int = 32,
-                max_steps_per_epoch: int = 0, seed: int = 0, pipeline_run_id: str = "",
+                max_steps_per_epoch: int = 0, seed: int = 0, pipeline_run_id: str | None = None,
                 experiment: str = "roadvision", tracking_uri: str = "") -> dict[str, Any]:
     """Distil ``teacher_dirs`` into a calibrated student bundle in ``out_dir``."""
     import tempfile
 
     import mlflow
+
     from roadvision.components._base import step_run
     from roadvision.components.train import train_config
-
     from roadvision.evaluation.calibration import calibrate
     from roadvision.training import distill as distill_model
 
@@ -63,19 +64,19 @@ def run_distill(teacher_dirs: list[str | Path], data_dir: str | Path, out_dir: s
 def distill(teachers: Input[list[Model]], data: Input[Dataset], student: Output[Model],
             metrics: Output[Metrics], task: str, profile: str, student_preset: str,
             model_preset: str, epochs: int, batch_size: int, max_steps_per_epoch: int,
-            seed: int, pipeline_run_id: str, experiment: str, mlflow_tracking_uri: str) -> float:
+            seed: int, experiment: str, mlflow_tracking_uri: str) -> float:
     """Distil the ensemble into one student; returns its best validation headline."""
-    from roadvision.components._base import publish_metrics
+    from roadvision.components._base import publish_metrics, set_metadata
     from roadvision.components.distill import run_distill
 
     summary = run_distill([t.path for t in teachers], data.path, student.path, task=task,
                           profile=profile, student_preset=student_preset,
                           model_preset=model_preset, epochs=epochs, batch_size=batch_size,
                           max_steps_per_epoch=max_steps_per_epoch, seed=seed,
-                          pipeline_run_id=pipeline_run_id, experiment=experiment,
+                          experiment=experiment,
                           tracking_uri=mlflow_tracking_uri)
     publish_metrics(metrics, {"val_headline": summary["best_metric"],
                               "teachers": summary["teachers"]})
-    student.metadata.update({"framework": "pytorch", "format": "roadvision-bundle",
+    set_metadata(student, {"framework": "pytorch", "format": "roadvision-bundle",
                              "preset": summary["preset"], "teachers": summary["teachers"]})
     return summary["best_metric"]

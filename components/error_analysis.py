@@ -6,18 +6,19 @@ import tempfile
 from pathlib import Path
 
 from kfp.dsl import HTML, Dataset, Input, Model, Output
+
 from roadvision.components._base import component
 
 __all__ = ["run_error_analysis", "error_analysis"]
 
 
 def run_error_analysis(bundle_dir: str | Path, data_dir: str | Path, report_path: str | Path, *,
-                       split: str = "test", pipeline_run_id: str = "",
+                       split: str = "test", pipeline_run_id: str | None = None,
                        experiment: str = "roadvision", tracking_uri: str = "") -> Path:
     """Write the error analysis HTML to ``report_path`` (a file) and log it to MLflow."""
     import mlflow
-    from roadvision.components._base import step_run
 
+    from roadvision.components._base import step_run
     from roadvision.evaluation import error_analysis as analyse
 
     with step_run("error_analysis", pipeline_run_id, experiment=experiment,
@@ -32,9 +33,9 @@ def run_error_analysis(bundle_dir: str | Path, data_dir: str | Path, report_path
 
 @component
 def error_analysis(model: Input[Model], data: Input[Dataset], report: Output[HTML],
-                   pipeline_run_id: str, experiment: str, mlflow_tracking_uri: str):
+                   experiment: str, mlflow_tracking_uri: str):
     """Error analysis of the model on the test split (HTML, shown in the KFP UI)."""
     from roadvision.components.error_analysis import run_error_analysis
 
-    run_error_analysis(model.path, data.path, report.path, pipeline_run_id=pipeline_run_id,
-                       experiment=experiment, tracking_uri=mlflow_tracking_uri)
+    run_error_analysis(model.path, data.path, report.path, experiment=experiment,
+                       tracking_uri=mlflow_tracking_uri)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
 from roadvision.components._base import component
 
 __all__ = ["run_evaluate", "classification_curves", "evaluate"]
@@ -42,12 +43,12 @@ def classification_curves(predictions: Path, max_points: int = 50) -> dict[str, 
 
 def run_evaluate(bundle_dir: str | Path, data_dir: str | Path, metrics_path: str | Path, *,
                  name: str = "evaluate", split: str = "test", tta: str = "none",
-                 pipeline_run_id: str = "", experiment: str = "roadvision",
+                 pipeline_run_id: str | None = None, experiment: str = "roadvision",
                  tracking_uri: str = "") -> dict[str, Any]:
     """Evaluate; write the metrics JSON to ``metrics_path``; return metrics (+ ``_curves``)."""
     import mlflow
-    from roadvision.components._base import log_metrics, step_run, write_json
 
+    from roadvision.components._base import log_metrics, step_run, write_json
     from roadvision.evaluation import evaluate as evaluate_bundle
 
     with step_run(name, pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
@@ -63,13 +64,13 @@ def run_evaluate(bundle_dir: str | Path, data_dir: str | Path, metrics_path: str
 @component
 def evaluate(model: Input[Model], data: Input[Dataset], metrics: Output[Metrics],
              classification: Output[ClassificationMetrics], name: str, tta: str,
-             pipeline_run_id: str, experiment: str, mlflow_tracking_uri: str) -> float:
+             experiment: str, mlflow_tracking_uri: str) -> float:
     """Evaluate a bundle on the test split; returns the headline metric."""
-    from roadvision.components._base import publish_metrics
+    from roadvision.components._base import ensure_file, publish_metrics
     from roadvision.components.evaluate import run_evaluate
 
     result = run_evaluate(model.path, data.path, metrics.path, name=name, tta=tta,
-                          pipeline_run_id=pipeline_run_id, experiment=experiment,
+                          experiment=experiment,
                           tracking_uri=mlflow_tracking_uri)
     curves = result.pop("_curves")
     publish_metrics(metrics, {k: v for k, v in result.items() if k != "slices"})
@@ -77,5 +78,6 @@ def evaluate(model: Input[Model], data: Input[Dataset], metrics: Output[Metrics]
         classification.log_confusion_matrix(["no_roadwork", "roadwork"], curves["matrix"])
         fpr, tpr, thr = zip(*curves["roc"], strict=True)
         classification.log_roc_curve(list(fpr), list(tpr), list(thr))
+    ensure_file(classification)
     headline = result.get("headline")
     return float(headline) if isinstance(headline, (int, float)) else float("nan")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+
 from roadvision.components._base import component
 
 __all__ = ["run_gate", "gate"]
@@ -20,23 +21,23 @@ def run_gate(metrics_path: str | Path, data_dir: str | Path, version: str, *, ta
              model_name: str = "", tta: str = "none", min_delta: float = 0.01,
              slice_tolerance: float = 0.05, absolute_floor: float = 0.2,
              min_slice_size: int = 20, markdown_path: str | Path | None = None,
-             html_path: str | Path | None = None, pipeline_run_id: str = "",
+             html_path: str | Path | None = None, pipeline_run_id: str | None = None,
              experiment: str = "roadvision", tracking_uri: str = "") -> dict[str, Any]:
     """Decide; tag the version; write the reports. Returns the decision as a dict."""
     import tempfile
 
     import mlflow
+
+    from roadvision import registry
     from roadvision.components._base import (
         finish_pipeline_run,
         log_metrics,
         read_json,
         step_run,
     )
-    from roadvision.pipelines.params import resolve_model_name
-
-    from roadvision import registry
     from roadvision.evaluation import evaluate
     from roadvision.gate import GateConfig, decide
+    from roadvision.pipelines.params import resolve_model_name
 
     name = resolve_model_name(model_name, task)
     cfg = GateConfig(min_delta=min_delta, slice_tolerance=slice_tolerance,
@@ -74,7 +75,7 @@ def run_gate(metrics_path: str | Path, data_dir: str | Path, version: str, *, ta
 def gate(metrics: Input[Metrics], data: Input[Dataset], version: str, report_md: Output[Markdown],
          report_html: Output[HTML], task: str, model_name: str, tta: str, min_delta: float,
          slice_tolerance: float, absolute_floor: float, min_slice_size: int,
-         pipeline_run_id: str, experiment: str, mlflow_tracking_uri: str) -> bool:
+         experiment: str, mlflow_tracking_uri: str) -> bool:
     """Challenger vs champion on the same test split; True = promote."""
     from roadvision.components.gate import run_gate
 
@@ -82,6 +83,6 @@ def gate(metrics: Input[Metrics], data: Input[Dataset], version: str, report_md:
                       tta=tta, min_delta=min_delta, slice_tolerance=slice_tolerance,
                       absolute_floor=absolute_floor, min_slice_size=min_slice_size,
                       markdown_path=report_md.path, html_path=report_html.path,
-                      pipeline_run_id=pipeline_run_id, experiment=experiment,
+                      experiment=experiment,
                       tracking_uri=mlflow_tracking_uri)
     return bool(result["passed"])

@@ -9,21 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from kfp.dsl import Dataset, Input, Output
+
 from roadvision.components._base import component
 
 __all__ = ["run_gps_weighting", "gps_weighting"]
 
 
 def run_gps_weighting(data_dir: str | Path, out_dir: str | Path, *, target_regions: str = "",
-                      pipeline_run_id: str = "", experiment: str = "roadvision",
+                      pipeline_run_id: str | None = None, experiment: str = "roadvision",
                       tracking_uri: str = "") -> dict[str, Any]:
     """Weight ``data_dir``'s rows into ``out_dir``; returns weight statistics."""
     import mlflow
-    from roadvision.components._base import step_run
-    from roadvision.pipelines.params import parse_regions
 
+    from roadvision.components._base import step_run
     from roadvision.data.contract import read_manifest
     from roadvision.data.weights import gps_weights
+    from roadvision.pipelines.params import parse_regions
 
     targets = parse_regions(target_regions)
     with step_run("gps_weighting", pipeline_run_id, experiment=experiment,
@@ -52,12 +53,13 @@ def _uniform_weights(data_dir: str | Path, out_dir: str | Path) -> None:
 
 @component
 def gps_weighting(dataset: Input[Dataset], weighted_dataset: Output[Dataset],
-                  target_regions: str, pipeline_run_id: str, experiment: str,
+                  target_regions: str, experiment: str,
                   mlflow_tracking_uri: str):
     """Per-sample weights towards the target deployment regions (uniform without targets)."""
+    from roadvision.components._base import set_metadata
     from roadvision.components.gps_weighting import run_gps_weighting
 
     stats = run_gps_weighting(dataset.path, weighted_dataset.path, target_regions=target_regions,
-                              pipeline_run_id=pipeline_run_id, experiment=experiment,
+                              experiment=experiment,
                               tracking_uri=mlflow_tracking_uri)
-    weighted_dataset.metadata.update(stats)
+    set_metadata(weighted_dataset, stats)

@@ -1,9 +1,8 @@
-"""Step 1, ingest: check the run's parameters, then copy + check the data into the contract.
+"""Step 1, ingest: copy and check the data set at ``data_uri`` into the data contract.
 
-It is the first step, so it also validates every pipeline parameter (the CLI did too, but a KFP
-UI user may have typed anything): a bad one fails here, in seconds, with the parameter's name.
-``synth://`` data URIs are generated first and then ingested like any other folder. The step
-returns the ensemble member ids the ``ParallelFor`` fans out over (KFP cannot loop over an int).
+Rows that fail a check (unreadable image, bad metadata, duplicate id) are quarantined and
+reported, not fatal. ``synth://TASK?n=..`` URIs are generated first and then ingested like any
+other folder, so demos and CI need no data on disk.
 """
 
 # No `from __future__ import annotations`: KFP reads the component signature's real types.
@@ -12,42 +11,38 @@ from pathlib import Path
 from typing import Any
 
 from kfp.dsl import Dataset, Output
+
 from roadvision.components._base import component
 
 __all__ = ["run_ingest", "ingest"]
 
 
-def run_ingest(out_dir: str | Path, params: dict[str, Any], *, pipeline_run_id: str = "",
-               check_mlflow: bool = True) -> dict[str, Any]:
-    """Validate ``params`` (``RunParams`` fields), ingest ``params['data_uri']`` into ``out_dir``.
-
-    Returns ``{"accepted", "quarantined", "content_hash", "members"}``.
-    """
+def run_ingest(data_uri: str, out_dir: str | Path, *, task: str, s3_endpoint_url: str = "",
+               pipeline_run_id: str | None = None, experiment: str = "roadvision",
+               tracking_uri: str = "") -> dict[str, Any]:
+    """Ingest ``data_uri`` into ``out_dir``; returns accepted/quarantined counts and the hash."""
     import mlflow
+
     from roadvision.components._base import step_run
-    from roadvision.pipelines.params import RunParams, parse_synth_uri
-
     from roadvision.data.ingest import ingest as ingest_data
+    from roadvision.errors import UserError
+    from roadvision.pipelines.params import parse_synth_uri
 
-    p = RunParams(**params).validate(check_data=True, check_mlflow=check_mlflow)
-    with step_run("ingest", pipeline_run_id, experiment=p.experiment,
-                  tracking_uri=p.mlflow_tracking_uri, params=p.to_dict()), \
+    with step_run("ingest", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
+                  params={"data_uri": data_uri, "task": task}), \
             tempfile.TemporaryDirectory() as tmp:
-        source: str | Path = p.data_uri
-        if p.data_uri.startswith("synth://"):
+        source: str | Path = data_uri
+        if data_uri.startswith("synth://"):
             from roadvision.data.synth import generate
 
-            task, opts = parse_synth_uri(p.data_uri)
+            synth_task, opts = parse_synth_uri(data_uri)
             source = Path(tmp) / "synth"
-            generate(task=task, out=source, **opts)
-        report = ingest_data(source, out_dir, endpoint_url=p.s3_endpoint_url or None)
-        if report.info.task != p.task:
-            from roadvision.errors import UserError
-
-            raise UserError(f"data_uri: holds {report.info.task!r} data but task is {p.task!r}")
+            generate(task=synth_task, out=source, **opts)
+        report = ingest_data(source, out_dir, endpoint_url=s3_endpoint_url or None)
+        if report.info.task != task:
+            raise UserError(f"data_uri: holds {report.info.task!r} data but task is {task!r}")
         summary = {"accepted": report.accepted, "quarantined": len(report.quarantined),
-                   "content_hash": report.info.content_hash,
-                   "members": list(range(int(p.members)))}
+                   "content_hash": report.info.content_hash}
         mlflow.log_metrics({"accepted": report.accepted, "quarantined": len(report.quarantined)})
         mlflow.set_tag("dataset.content_hash", report.info.content_hash)
         quarantine = Path(out_dir) / "quarantine.json"
@@ -57,19 +52,12 @@ def run_ingest(out_dir: str | Path, params: dict[str, Any], *, pipeline_run_id: 
 
 
 @component
-def ingest(
-    dataset: Output[Dataset],
-    task: str, data_uri: str, target_regions: str, holdout_cities: str, min_distance_m: float,
-    profile: str, model_preset: str, student_preset: str, epochs: int, members: int,
-    batch_size: int, max_steps_per_epoch: int, tta: str, min_delta: float,
-    slice_tolerance: float, absolute_floor: float, min_slice_size: int, model_name: str,
-    experiment: str, mlflow_tracking_uri: str, s3_endpoint_url: str, seed: int,
-    pipeline_run_id: str,
-) -> list:
-    """Validate the run's parameters and ingest ``data_uri`` into the data contract."""
-    params = {k: v for k, v in locals().items() if k not in ("dataset", "pipeline_run_id")}
+def ingest(dataset: Output[Dataset], data_uri: str, task: str, s3_endpoint_url: str,
+           experiment: str, mlflow_tracking_uri: str):
+    """Copy + check the data set (quarantining bad rows) into the data contract."""
+    from roadvision.components._base import set_metadata
     from roadvision.components.ingest import run_ingest
 
-    summary = run_ingest(dataset.path, params, pipeline_run_id=pipeline_run_id)
-    dataset.metadata.update({k: summary[k] for k in ("accepted", "quarantined", "content_hash")})
-    return summary["members"]
+    summary = run_ingest(data_uri, dataset.path, task=task, s3_endpoint_url=s3_endpoint_url,
+                         experiment=experiment, tracking_uri=mlflow_tracking_uri)
+    set_metadata(dataset, summary)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model
+
 from roadvision.components._base import component
 
 __all__ = ["run_register", "register"]
@@ -19,14 +20,18 @@ __all__ = ["run_register", "register"]
 
 def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str | Path, *,
                  task: str, model_name: str = "", report_path: str | Path | None = None,
-                 teacher_headlines: list[float] | None = None, pipeline_run_id: str = "",
+                 teacher_headlines: list[float] | None = None, pipeline_run_id: str | None = None,
                  experiment: str = "roadvision", tracking_uri: str = "") -> str:
     """Register the bundle; returns the new version."""
-    from roadvision.components._base import code_version, read_json, step_run
-    from roadvision.pipelines.params import resolve_model_name
-
     from roadvision import registry
+    from roadvision.components._base import (
+        code_version,
+        current_pipeline_run_id,
+        read_json,
+        step_run,
+    )
     from roadvision.data.contract import read_info
+    from roadvision.pipelines.params import resolve_model_name
 
     name = resolve_model_name(model_name, task)
     metrics = read_json(metrics_path)
@@ -37,7 +42,7 @@ def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str
         "dataset.content_hash": info.content_hash,
         "dataset.synthetic": str(bool(info.synthetic)).lower(),
         "code_version": code_version(),
-        "pipeline_run_id": pipeline_run_id or "manual",
+        "pipeline_run_id": current_pipeline_run_id(pipeline_run_id) or "manual",
         "teacher_headlines": json.dumps([round(h, 6) for h in teachers]),
     }
     extra = {"reports": report_path} if report_path and Path(report_path).is_file() else {}
@@ -50,11 +55,11 @@ def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str
 @component
 def register(model: Input[Model], metrics: Input[Metrics], data: Input[Dataset],
              report: Input[HTML], teacher_headlines: list, task: str, model_name: str,
-             pipeline_run_id: str, experiment: str, mlflow_tracking_uri: str) -> str:
+             experiment: str, mlflow_tracking_uri: str) -> str:
     """Register the model in MLflow with alias ``challenger``; returns the version."""
     from roadvision.components.register import run_register
 
     return run_register(model.path, metrics.path, data.path, task=task, model_name=model_name,
                         report_path=report.path, teacher_headlines=teacher_headlines,
-                        pipeline_run_id=pipeline_run_id, experiment=experiment,
+                        experiment=experiment,
                         tracking_uri=mlflow_tracking_uri)

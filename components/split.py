@@ -9,21 +9,22 @@ from pathlib import Path
 from typing import Any
 
 from kfp.dsl import Dataset, Input, Metrics, Output
+
 from roadvision.components._base import component
 
 __all__ = ["run_split", "split"]
 
 
 def run_split(data_dir: str | Path, out_dir: str | Path, *, holdout_cities: str = "",
-              min_distance_m: float = 100.0, seed: int = 0, pipeline_run_id: str = "",
+              min_distance_m: float = 100.0, seed: int = 0, pipeline_run_id: str | None = None,
               experiment: str = "roadvision", tracking_uri: str = "") -> dict[str, Any]:
     """Split ``data_dir`` into ``out_dir``; returns the number of rows per split."""
     import mlflow
-    from roadvision.components._base import step_run
-    from roadvision.pipelines.params import parse_cities
 
+    from roadvision.components._base import step_run
     from roadvision.data.contract import read_manifest
     from roadvision.data.split import split_dataset
+    from roadvision.pipelines.params import parse_cities
 
     cities = parse_cities(holdout_cities)
     with step_run("split", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
@@ -39,14 +40,16 @@ def run_split(data_dir: str | Path, out_dir: str | Path, *, holdout_cities: str 
 
 @component
 def split(dataset: Input[Dataset], split_dataset: Output[Dataset], stats: Output[Metrics],
-          holdout_cities: str, min_distance_m: float, seed: int, pipeline_run_id: str,
-          experiment: str, mlflow_tracking_uri: str):
+          holdout_cities: str, min_distance_m: float, seed: int, experiment: str,
+          mlflow_tracking_uri: str):
     """Geo-aware train/val/test split (holds out cities, keeps a GPS distance)."""
+    from roadvision.components._base import ensure_file, set_metadata
     from roadvision.components.split import run_split
 
     sizes = run_split(dataset.path, split_dataset.path, holdout_cities=holdout_cities,
-                      min_distance_m=min_distance_m, seed=seed, pipeline_run_id=pipeline_run_id,
-                      experiment=experiment, tracking_uri=mlflow_tracking_uri)
+                      min_distance_m=min_distance_m, seed=seed, experiment=experiment,
+                      tracking_uri=mlflow_tracking_uri)
     for key, value in sizes.items():
         stats.log_metric(key, value)
-    split_dataset.metadata.update(sizes)
+    ensure_file(stats)
+    set_metadata(split_dataset, sizes)

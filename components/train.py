@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
 from roadvision.components._base import component
 
 __all__ = ["train_config", "run_train", "train"]
@@ -29,7 +30,7 @@ def train_config(*, task: str, profile: str, preset: str, epochs: int, batch_siz
 def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str, profile: str = "full",
               preset: str = "", epochs: int = 40, batch_size: int = 32,
               max_steps_per_epoch: int = 0, member: int = 0, seed: int = 0,
-              pipeline_run_id: str = "", experiment: str = "roadvision",
+              pipeline_run_id: str | None = None, experiment: str = "roadvision",
               tracking_uri: str = "") -> dict[str, Any]:
     """Train + calibrate member ``member``; the bundle ends up in ``out_dir``.
 
@@ -38,8 +39,8 @@ def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str, profile: 
     import tempfile
 
     import mlflow
-    from roadvision.components._base import step_run
 
+    from roadvision.components._base import step_run
     from roadvision.evaluation.calibration import calibrate
     from roadvision.training import train as train_model
 
@@ -64,19 +65,19 @@ def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str, profile: 
 @component
 def train(data: Input[Dataset], model: Output[Model], metrics: Output[Metrics], task: str,
           profile: str, model_preset: str, epochs: int, batch_size: int,
-          max_steps_per_epoch: int, member: int, seed: int, pipeline_run_id: str,
-          experiment: str, mlflow_tracking_uri: str) -> float:
+          max_steps_per_epoch: int, member: int, seed: int, experiment: str,
+          mlflow_tracking_uri: str) -> float:
     """Train and calibrate one ensemble member; returns its best validation headline."""
-    from roadvision.components._base import publish_metrics
+    from roadvision.components._base import publish_metrics, set_metadata
     from roadvision.components.train import run_train
 
     summary = run_train(data.path, model.path, task=task, profile=profile, preset=model_preset,
                         epochs=epochs, batch_size=batch_size,
                         max_steps_per_epoch=max_steps_per_epoch, member=member, seed=seed,
-                        pipeline_run_id=pipeline_run_id, experiment=experiment,
+                        experiment=experiment,
                         tracking_uri=mlflow_tracking_uri)
     publish_metrics(metrics, {"val_headline": summary["best_metric"],
                               "calibration": summary["calibration"]})
-    model.metadata.update({"framework": "pytorch", "format": "roadvision-bundle",
+    set_metadata(model, {"framework": "pytorch", "format": "roadvision-bundle",
                            "preset": summary["preset"], "member": int(member)})
     return summary["best_metric"]

@@ -9,17 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from kfp.dsl import Dataset, Input, Markdown, Output
+
 from roadvision.components._base import component
 
 __all__ = ["run_validate", "validate"]
 
 
-def run_validate(data_dir: str | Path, report_path: str | Path, *, pipeline_run_id: str = "",
-                 experiment: str = "roadvision", tracking_uri: str = "") -> dict[str, Any]:
+def run_validate(data_dir: str | Path, report_path: str | Path, *,
+                 pipeline_run_id: str | None = None, experiment: str = "roadvision",
+                 tracking_uri: str = "") -> dict[str, Any]:
     """Validate ``data_dir``; write a markdown report; raise ``ContractError`` when not ok."""
     import mlflow
-    from roadvision.components._base import step_run
 
+    from roadvision.components._base import step_run
     from roadvision.data.contract import ContractError
     from roadvision.data.validate import validate_dataset
 
@@ -38,10 +40,10 @@ def run_validate(data_dir: str | Path, report_path: str | Path, *, pipeline_run_
 
 
 @component
-def validate(dataset: Input[Dataset], report: Output[Markdown], pipeline_run_id: str,
-             experiment: str, mlflow_tracking_uri: str) -> int:
+def validate(dataset: Input[Dataset], report: Output[Markdown], experiment: str,
+             mlflow_tracking_uri: str) -> int:
     """Check the data set against the contract; returns the number of rows."""
     from roadvision.components.validate import run_validate
 
-    return run_validate(dataset.path, report.path, pipeline_run_id=pipeline_run_id,
-                        experiment=experiment, tracking_uri=mlflow_tracking_uri)["rows"]
+    return run_validate(dataset.path, report.path, experiment=experiment,
+                        tracking_uri=mlflow_tracking_uri)["rows"]

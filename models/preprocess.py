@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from roadvision.data.contract import VOCABULARIES, ContractError, normalize_tag, parse_gps
+from roadvision.data.multiview import extract_views
 from roadvision.errors import UserError
 
 from .config import ModelConfig
@@ -62,26 +63,10 @@ def normalize_image(image: np.ndarray, cfg: ModelConfig) -> torch.Tensor:
 
 
 def _extract_views(image: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    try:
-        from roadvision.data.multiview import extract_views
-    except ModuleNotFoundError as exc:
-        # TEMPORARY until roadvision.data.multiview lands (helper "data-synth"): global view
-        # only. Delete this branch and _global_view_only then; real import errors still raise.
-        if exc.name != "roadvision.data.multiview":
-            raise
-        extract_views = _global_view_only
     views = extract_views(image, cfg.view_size, cfg.num_views)
     if views.ndim != 4 or views.shape[1:] != (cfg.view_size, cfg.view_size, 3):
         raise ContractError(f"extract_views returned shape {views.shape}")
     return views
-
-
-def _global_view_only(image: np.ndarray, view_size: int, num_views: int = 12) -> np.ndarray:
-    """TEMPORARY stand-in for roadvision.data.multiview.extract_views: the global view only."""
-    from PIL import Image
-
-    resized = Image.fromarray(image).resize((view_size, view_size), Image.BILINEAR)
-    return np.asarray(resized)[None]
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,25 +13,28 @@ is echoed to the console.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import sys
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from roadvision.pipelines.params import RunParams
-
 from roadvision.errors import UserError
+from roadvision.pipelines.params import RunParams
 
 __all__ = ["LocalRunResult", "run_local", "compile_to"]
 
-_TASK_LINE = re.compile(r"(Executing task|Task .* finished with status|Pipeline .* finished)")
+_TASK_LINE = re.compile(r"(Executing task|Task .* finished with status|Task .* cache hit|"
+                        r"Pipeline .* finished)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -49,6 +52,9 @@ class LocalRunResult:
     promoted: bool | None = None
     gate_reason: str = ""
     error: str = ""  # the last exception line of a failed step
+    cached: list[str] = field(default_factory=list)  # steps answered from the cache
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> name -> path/value
+    pipeline_run_id: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)  # the registered model's test metrics
     reports: dict[str, Path] = field(default_factory=dict)
 
@@ -93,6 +99,7 @@ class _Tee(io.TextIOBase):
 def compile_to(path: str | os.PathLike, settings=None) -> Path:
     """Compile the training pipeline (with ``settings``) to ``path``."""
     from kfp import compiler
+
     from roadvision.pipelines.training import build_pipeline
 
     path = Path(path)
@@ -102,12 +109,15 @@ def compile_to(path: str | os.PathLike, settings=None) -> Path:
 
 
 def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = None,
-              root: str | os.PathLike | None = None, echo: bool = True) -> LocalRunResult:
+              root: str | os.PathLike | None = None, cache: bool = True,
+              echo: bool = True) -> LocalRunResult:
     """Validate ``params`` and run the pipeline locally; never raises on a failed step (the
     result says which failed), only on bad parameters.
 
     ``pipeline_file``: a compiled pipeline YAML to run (default: compile the current code into
     the run folder first). ``root``: where runs go (default ``.roadvision/pipeline_runs``).
+    ``cache``: reuse outputs of steps whose inputs did not change (KFP caching, as on a
+    cluster: register, gate and promote never cache); the cache lives under ``root``.
     """
     from kfp import components, local
 
@@ -137,6 +147,9 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
     if not pipeline_file.is_file():
         raise UserError(f"pipeline file {pipeline_file} does not exist")
 
+    # Steps find their MLflow parent run through this (see components/_base.py).
+    run_id = uuid.uuid4().hex[:16]
+    os.environ["ROADVISION_PIPELINE_RUN_ID"] = run_id
     before = set(root.iterdir())
     started = time.perf_counter()
     succeeded = True
@@ -146,39 +159,59 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
         # both are expected here (the settings are for the cluster; the image is our own).
         warnings.simplefilter("ignore")
         tee = _Tee(log, console)
+        # kfp.local logs cache hits with logging.info outside its own log context: catch them.
+        handler = logging.StreamHandler(tee)
+        handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+        root_logger = logging.getLogger()
+        original_print = builtins.print
+        old_level = root_logger.level
+        root_logger.addHandler(handler)
+        root_logger.setLevel(logging.INFO)
         with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-                       raise_on_error=False)
+                       raise_on_error=False, enable_caching=cache,
+                       cache_root=str(root / "cache"))
             pipeline = components.load_component_from_file(str(pipeline_file))
             try:
                 pipeline(**params.to_dict())
             except Exception as exc:  # kfp.local raises for DAG-level failures
                 succeeded = False
                 print(f"pipeline error: {type(exc).__name__}: {exc}")
+            finally:
+                root_logger.removeHandler(handler)
+                root_logger.setLevel(old_level)
+                # kfp.local indents step output by swapping builtins.print; two ParallelFor
+                # threads can restore each other's copy and leave print indented for good.
+                builtins.print = original_print
     seconds = time.perf_counter() - started
-    new_dirs = sorted((p for p in set(root.iterdir()) - before if p.is_dir()),
+    new_dirs = sorted((p for p in set(root.iterdir()) - before
+                       if p.is_dir() and p.name != "cache"),
                       key=lambda p: p.stat().st_mtime)
     if not new_dirs:
         raise UserError(f"the local run left no output under {root}; see {log_path}")
-    result = _collect(new_dirs[-1], log_path, seconds, params)
+    result = _collect(new_dirs[-1], log_path, seconds, params, root / "cache")
+    result.pipeline_run_id = run_id
     result.succeeded = succeeded and bool(result.tasks) and \
-        all(v == "SUCCESS" for v in result.tasks.values())
+        all(v in ("SUCCESS", "CACHED") for v in result.tasks.values())
     return result
 
 
-def _outputs(task_dir: Path) -> dict[str, Any]:
+def _parameters(task_dir: Path) -> dict[str, Any]:
     path = task_dir / "executor_output.json"
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text())
-    return {k: v for k, v in (data.get("parameterValues") or {}).items()}
+    return dict(json.loads(path.read_text()).get("parameterValues") or {})
 
 
-def _collect(run_dir: Path, log_path: Path, seconds: float, params: RunParams) -> LocalRunResult:
-    """Read the run folder and the log: task statuses, registered version, gate, reports."""
-    statuses: dict[str, str] = {}
-    error = ""
+def _collect(run_dir: Path, log_path: Path, seconds: float, params: RunParams,
+             cache_dir: Path) -> LocalRunResult:
+    """Read the log, the run folder and the cache: task statuses, version, gate, reports.
+
+    A cached step left nothing in this run's folder: its outputs are where the cache entry
+    points (the folder of the run that computed them).
+    """
     lines = _ANSI.sub("", log_path.read_text(errors="replace")).splitlines()
+    error = ""
     for index, line in enumerate(lines):
         if "Traceback (most recent call last)" in line:
             # the exception line is the next one indented like "Traceback" itself
@@ -187,43 +220,55 @@ def _collect(run_dir: Path, log_path: Path, seconds: float, params: RunParams) -
                 if follow.strip() and len(follow) - len(follow.lstrip()) == indent:
                     error = follow.strip()
                     break
+    statuses: dict[str, str] = {}
+    outputs: dict[str, dict[str, Any]] = {}  # task -> {output name: path or value}
+
+    def add(name: str, status: str) -> str:
+        key, n = name, 1
+        while key in statuses:  # ParallelFor iterations share a task name
+            n += 1
+            key = f"{name}#{n}"
+        statuses[key] = status
+        return key
+
     for line in lines:
-        match = re.search(r"Task '([^']+)' finished with status (\w+)", line)
-        if match:
-            name = match[1]
-            key, n = name, 1
-            while key in statuses:  # ParallelFor iterations share a task name
-                n += 1
-                key = f"{name}#{n}"
-            statuses[key] = match[2]
+        done = re.search(r"Task '([^']+)' finished with status (\w+)", line)
+        if done:
+            key = add(done[1], done[2])
+            task_dir = run_dir / done[1]
+            if task_dir.is_dir():
+                outputs[key] = {**{p.name: p for p in task_dir.iterdir()},
+                                **_parameters(task_dir)}
+        hit = re.search(r"Task (\S+) cache hit \(key=(\w+)\)", line)
+        if hit:
+            key = add(hit[1].strip("'"), "CACHED")
+            entry = next(iter(sorted(cache_dir.glob(f"{hit[2]}*.json"))), None)
+            if entry is not None:
+                cached = json.loads(entry.read_text())
+                outputs[key] = {name: Path(v["uri"]) if isinstance(v, dict) and "uri" in v else v
+                                for name, v in cached.items()}
     result = LocalRunResult(run_dir=run_dir, log_path=log_path, seconds=seconds,
                             succeeded=False, tasks=statuses, error=error,
+                            cached=[k for k, v in statuses.items() if v == "CACHED"],
+                            outputs=outputs,
                             model_name=params.resolved_model_name())
-    register_dir, gate_dir = _find(run_dir, "register"), _find(run_dir, "gate")
-    if register_dir:
-        result.version = _outputs(register_dir).get("Output")
-    if gate_dir:
-        result.promoted = bool(_outputs(gate_dir).get("Output"))
-        for name, file in (("gate (markdown)", "report_md"), ("gate (html)", "report_html")):
-            if (gate_dir / file).is_file():
-                result.reports[name] = gate_dir / file
-        if (gate_dir / "report_md").is_file():
-            text = (gate_dir / "report_md").read_text()
-            match = re.search(r"\*\*Reason:\*\* (.*)", text)
-            result.gate_reason = match[1] if match else ""
-    analysis = _find(run_dir, "error-analysis")
-    if analysis and (analysis / "report").is_file():
-        result.reports["error analysis"] = analysis / "report"
-    student_eval = _find(run_dir, "evaluate-2") or _find(run_dir, "evaluate")
-    if student_eval and (student_eval / "metrics").is_file():
+    result.version = outputs.get("register", {}).get("Output")
+    gate = outputs.get("gate", {})
+    if "Output" in gate:
+        result.promoted = bool(gate["Output"])
+    for label, task, name in (("gate (markdown)", "gate", "report_md"),
+                              ("gate (html)", "gate", "report_html"),
+                              ("error analysis", "error-analysis", "report")):
+        path = outputs.get(task, {}).get(name)
+        if isinstance(path, Path) and path.is_file():
+            result.reports[label] = path
+    if "gate (markdown)" in result.reports:
+        match = re.search(r"\*\*Reason:\*\* (.*)", result.reports["gate (markdown)"].read_text())
+        result.gate_reason = match[1] if match else ""
+    metrics = outputs.get("evaluate-2", {}).get("metrics")
+    if isinstance(metrics, Path) and metrics.is_file():
         try:
-            result.metrics = json.loads((student_eval / "metrics").read_text())
+            result.metrics = json.loads(metrics.read_text())
         except ValueError:
             result.metrics = {}
     return result
-
-
-def _find(run_dir: Path, task: str) -> Path | None:
-    """A top-level task folder by its DAG name (kfp.local names folders after tasks)."""
-    path = run_dir / task
-    return path if path.is_dir() else None

@@ -11,9 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from roadvision.pipelines.params import RunParams
-
 from roadvision.errors import UserError
+from roadvision.pipelines.params import RunParams
 
 __all__ = ["check_host", "submit"]
 
@@ -42,6 +41,7 @@ def submit(params: RunParams, *, host: str, experiment: str = "roadvision",
     """Validate ``params`` (no local path or MLflow checks: those are the cluster's) and
     create a run; returns the run id."""
     import kfp
+
     from roadvision.pipelines.compile import DEFAULT_OUT
 
     params.validate(check_data=False, check_mlflow=False)

@@ -1,6 +1,6 @@
 """The training pipeline, written to read like its DAG.
 
-    ingest -> validate -> split -> gps_weighting
+    check_params -> ingest -> validate -> split -> gps_weighting
       -> ParallelFor(members): train -> evaluate
       -> distill(Collected teachers) -> evaluate(student) -> error_analysis(student)
       -> register (@challenger) -> gate -> If(passed): promote (@champion)
@@ -20,7 +20,9 @@ import os
 from dataclasses import dataclass, field, fields
 
 from kfp import dsl, kubernetes
+
 from roadvision.components._base import TRAIN_IMAGE
+from roadvision.components.check_params import check_params
 from roadvision.components.distill import distill
 from roadvision.components.error_analysis import error_analysis
 from roadvision.components.evaluate import evaluate
@@ -101,6 +103,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
         task.container_spec.image = s.image
         task.set_display_name(name)
         task.set_caching_options(cache)
+        # Which pipeline run a step belongs to (its MLflow parent run), from the pod's label:
+        # an env var, not an input, so that it stays out of the cache key.
+        kubernetes.use_field_path_as_env(task, "KFP_RUN_ID", "metadata.labels['pipeline/runid']")
         kubernetes.use_secret_as_env(task, s.s3_secret, {
             "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
@@ -154,13 +159,15 @@ def build_pipeline(settings: ClusterSettings | None = None):
         # every pipeline parameter, for the first step's validation (locals() also holds the
         # closure's helpers, hence the filter)
         params = {k: v for k, v in locals().items() if k in _PARAM_NAMES}
-        run = {"pipeline_run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER, "experiment": experiment,
-               "mlflow_tracking_uri": mlflow_tracking_uri}
+        run = {"experiment": experiment, "mlflow_tracking_uri": mlflow_tracking_uri}
         training = {"task": task, "profile": profile, "epochs": epochs,
                     "batch_size": batch_size, "max_steps_per_epoch": max_steps_per_epoch,
                     "seed": seed}
 
-        raw = pod(ingest(**params, pipeline_run_id=run["pipeline_run_id"]), "ingest", io=True)
+        plan = pod(check_params(**params), "check parameters", cache=False)
+        raw = pod(ingest(data_uri=data_uri, task=task, s3_endpoint_url=s3_endpoint_url, **run),
+                  "ingest", io=True)
+        raw.after(plan)
         checked = pod(validate(dataset=raw.outputs["dataset"], **run), "validate")
         splits = pod(split(dataset=raw.outputs["dataset"], holdout_cities=holdout_cities,
                            min_distance_m=min_distance_m, seed=seed, **run), "split")
@@ -169,7 +176,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
                                      target_regions=target_regions, **run), "gps weighting")
         data = weighted.outputs["weighted_dataset"]
 
-        with dsl.ParallelFor(items=raw.outputs["Output"], name="ensemble") as member:
+        with dsl.ParallelFor(items=plan.output, name="ensemble") as member:
             teacher = gpu(pod(train(data=data, member=member, model_preset=model_preset,
                                     **training, **run), "train member"))
             teacher_eval = pod(evaluate(model=teacher.outputs["model"], data=data,

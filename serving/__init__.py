@@ -1,0 +1,18 @@
+"""roadvision serving: a KServe predictor with TTA, micro-batching, a Redis cache, Prometheus
+metrics and a safe REST API (``python -m roadvision.serving`` / ``roadvision serve``).
+
+One idea per module:
+
+- ``predictor``: the ``kserve.Model`` subclass (load / preprocess / predict / postprocess);
+- ``server``: KServe's ModelServer and REST server, subclassed to add our routes, limits,
+  error rendering and model reloads;
+- ``v2codec``: Open Inference Protocol request decoding, binary tensor extension included;
+- ``validation``: request schema (v1/v2 instances, metadata, TTA);
+- ``batching``: the micro-batcher (forward off the event loop);
+- ``cache`` + ``redis_client``: the response cache and the circuit-broken Redis connection;
+- ``auth``: API keys and per-key rate limits; ``errors``: typed 4xx/5xx errors;
+- ``metrics``: Prometheus metrics; ``audit``: one JSON log line per request;
+- ``openapi``: request/response schemas for ``/openapi.json``; ``config``: limits from env/flags.
+
+Importing this package imports nothing heavy; ``__main__`` does.
+"""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -111,7 +112,7 @@ class InferenceRoutes:
         headers = dict(request.headers)
         model = self.dataplane.model_registry.get_model(model_name)
         label = model_name if model is not None else metrics.UNKNOWN_MODEL
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = (headers.get("x-request-id") or uuid.uuid4().hex)[:128]
         record = audit.AuditRecord(request_id=request_id, key_id="-", model=label,
                                    protocol=protocol)
         metrics.INFLIGHT.labels(label).inc()
@@ -187,19 +188,20 @@ class InferenceRoutes:
         return ORJSONResponse(content=encoded, headers=response_headers)
 
 
+OUR_ROUTES = re.compile(r"^/v1/models/[^/]+:predict$|^/v2/models/[^/]+/infer$")
+
+
 class GuardMiddleware:
-    """ASGI middleware for every route that is not ours: body limit and (when enabled) API keys
-    on the model-repository routes (load/unload must not be open when inference is not)."""
+    """ASGI middleware for every route that is not ours: the body limit, and (when keys are
+    enabled) an API key on every POST - KServe's model-repository load/unload, ``:explain`` and
+    the versioned v2 infer route must not be open when inference is not."""
 
     def __init__(self, app, guard: Guard) -> None:
         self.app = app
         self.guard = guard
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope.get("path", "")
-        if path.endswith(":predict") or path.endswith("/infer"):
+        if scope["type"] != "http" or OUR_ROUTES.match(scope.get("path", "")):
             return await self.app(scope, receive, send)  # our routes check for themselves
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
@@ -207,7 +209,7 @@ class GuardMiddleware:
             limit = self.guard.config.max_body_bytes
             if declared is not None and declared > limit:
                 raise _too_large(declared, limit)
-            if path.startswith("/v2/repository/") and self.guard.auth.enabled:
+            if scope.get("method") == "POST" and self.guard.auth.enabled:
                 self.guard.auth.key_id(headers)
         except ServingError as exc:
             return await exc.to_response()(scope, receive, send)

@@ -591,6 +591,7 @@ class LivePredictor:
 
         import httpx
         from conftest import RedisServer, free_port
+
         from roadvision.models import create_model
         from roadvision.models.bundle import save_bundle
 

@@ -70,6 +70,7 @@ def without_cached(body: dict) -> dict:
 def make_bundle(preset: str, out: Path, seed: int) -> Path:
     """Save a randomly initialised ``preset`` model (weights depend on ``seed``)."""
     import torch
+
     from roadvision.models import create_model, save_bundle
 
     torch.manual_seed(seed)

@@ -9,6 +9,8 @@ import struct
 import pytest
 import torch
 from _models import lanes_batch, roadwork_batch
+
+from roadvision.errors import UserError
 from roadvision.models import (
     bundle_version,
     create_model,
@@ -17,8 +19,6 @@ from roadvision.models import (
     update_bundle_config,
 )
 from roadvision.models.bundle import CONFIG_FILE, WEIGHTS_FILE
-
-from roadvision.errors import UserError
 
 
 def _perturb(model):

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from roadvision.errors import UserError
 from roadvision.models import create_model  # first: makes timm importable on CPU torch
 from roadvision.models.config import IMAGENET_MEAN, IMAGENET_STD
 from roadvision.models.encoders import (
@@ -14,8 +16,6 @@ from roadvision.models.encoders import (
     lite0_imagenet_state_dict,
     load_weights,
 )
-
-from roadvision.errors import UserError
 
 timm = pytest.importorskip("timm")
 

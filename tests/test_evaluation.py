@@ -85,7 +85,6 @@ def test_natix_protocol_inputs_are_224_jpeg_without_metadata(rw_bundle):
 
     bundle, data = rw_bundle
     from roadvision.models.bundle import load_bundle
-
     from roadvision.training.datasets import ManifestDataset, load_rows
 
     model = load_bundle(bundle)

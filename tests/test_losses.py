@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+
+from roadvision.errors import UserError
 from roadvision.models.losses import (
     DiceFocalLoss,
     RoadworkLoss,
@@ -16,8 +18,6 @@ from roadvision.models.losses import (
     focal_loss,
     soft_dice_loss,
 )
-
-from roadvision.errors import UserError
 
 
 def test_binary_focal_hand_value():

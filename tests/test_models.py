@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from _models import lanes_batch, roadwork_batch
+
+from roadvision.errors import UserError
 from roadvision.models import (
     LaneSegmenter,
     ModelConfig,
@@ -20,8 +22,6 @@ from roadvision.models.layers import (
     ViewPruning,
     gps_features,
 )
-
-from roadvision.errors import UserError
 
 REQUIRED = {"lanes_tiny", "lanes_small", "roadwork_tiny", "roadwork_small", "roadwork_student"}
 

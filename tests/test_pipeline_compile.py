@@ -43,12 +43,12 @@ def test_committed_yaml_is_up_to_date(tmp_path):
 def test_dag_shape(compiled):
     spec, _ = compiled
     root = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "validate", "split", "gps-weighting", "for-loop-1", "distill",
+    assert {"check-params", "ingest", "validate", "split", "gps-weighting", "for-loop-1", "distill",
             "evaluate-2", "error-analysis", "register", "gate", "condition-2"} <= set(root)
     loop = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
     assert set(loop) == {"train", "evaluate"}
     assert root["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith(
-        "ingest-Output")
+        "check-params-Output")
     condition = root["condition-2"]["triggerPolicy"]["condition"]
     assert "gate" in condition and "true" in condition.lower()
     assert set(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == {"promote"}
@@ -87,6 +87,16 @@ def test_every_step_gets_secrets_as_env_and_our_image(compiled):
         assert {m["envVar"] for m in secrets["my-mlflow"]["keyToEnv"]} == {
             "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
         assert secrets["my-mlflow"]["optional"] is True
+        # the run id reaches each step from the pod label, not as an input (cache keys)
+        assert k8s[label]["fieldPathAsEnv"] == [
+            {"fieldPath": "metadata.labels['pipeline/runid']", "name": "KFP_RUN_ID"}]
+
+
+def test_no_step_takes_a_per_run_input(compiled):
+    """A per-run value (run id, timestamp) as an input would change every cache key."""
+    spec, _ = compiled
+    text = yaml.safe_dump(spec["root"])
+    assert "pipeline_job_uuid" not in text and "pipeline_job_name" not in text
 
 
 def test_io_steps_retry_with_backoff_and_registry_steps_never_cache(compiled):
@@ -98,7 +108,7 @@ def test_io_steps_retry_with_backoff_and_registry_steps_never_cache(compiled):
         assert policy["maxRetryCount"] == 4
         assert policy["backoffDuration"] == "30s" and policy["backoffFactor"] == 2.0
     assert "retryPolicy" not in root["distill"]  # a GPU job is not retried blindly
-    for task in (root["register"], root["gate"], promote):
+    for task in (root["check-params"], root["register"], root["gate"], promote):
         assert task["cachingOptions"] == {}  # enableCache absent = off
     for name in ("ingest", "split", "distill", "evaluate-2"):
         assert root[name]["cachingOptions"] == {"enableCache": True}
@@ -142,3 +152,16 @@ def test_presets_are_valid():
         for task in ("roadwork", "lanes"):
             from_preset(name, task=task).validate(check_mlflow=False)
     assert {f.name for f in dataclasses.fields(RunParams)} >= set(PRESETS["tiny"])
+
+
+def test_submit_to_unreachable_host_is_one_clear_error():
+    from conftest import free_port
+
+    from roadvision.pipelines.submit import submit
+
+    host = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(UserError, match=r"^--host http://127\.0\.0\.1:\d+: Kubeflow Pipelines is "
+                                        "unreachable"):
+        submit(from_preset("tiny"), host=host)
+    with pytest.raises(UserError, match="^--host 'kfp.local': expected an http"):
+        submit(from_preset("tiny"), host="kfp.local")

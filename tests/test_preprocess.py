@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 from _models import random_image
-from roadvision.models import collate, create_model, predict, prepare_sample
 
 from roadvision.data.contract import VOCABULARIES
 from roadvision.errors import UserError
+from roadvision.models import collate, create_model, predict, prepare_sample
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,6 @@ def test_small_image_gives_global_view_only(rw):
 
 
 def test_large_image_gives_several_views(rw):
-    pytest.importorskip("roadvision.data.multiview")
     sample = prepare_sample(rw.cfg, random_image(200, 300), None)
     v = sample["views"].shape[0]
     assert 1 < v <= rw.cfg.num_views

@@ -7,12 +7,11 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from _pipeline import _empty_mlflow_db, mlflow_store, tiny_bundle  # noqa: F401 (fixtures)
 from PIL import Image
 
 from roadvision import registry
 from roadvision.errors import UserError
-
-from _pipeline import _empty_mlflow_db, mlflow_store, tiny_bundle  # noqa: F401 (fixtures)
 
 METRICS = {"headline": 0.42, "accuracy": 0.7,
            "slices": {"weather": {"clear": {"mcc": 0.5, "n": 30}, "dawn/dusk": {"mcc": 0.1}}}}

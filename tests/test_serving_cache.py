@@ -16,6 +16,7 @@ import pytest
 import tritonclient.http as triton
 from _serving import ServingServer, jpeg, make_bundle, metric_value, v1_body, without_cached
 from conftest import RedisServer, free_port
+
 from roadvision.models import bundle_version
 
 

@@ -104,8 +104,9 @@ def test_probes_and_metrics_need_no_key_but_repository_does(env):
     url = env["url"]
     assert httpx.get(f"{url}/v2/health/ready").status_code == 200
     assert httpx.get(f"{url}/metrics").status_code == 200
-    r = httpx.post(f"{url}/v2/repository/models/roadwork/load")
-    assert_error(r, 401, "unauthorized")
+    for path in ("/v2/repository/models/roadwork/load", "/v1/models/roadwork:explain",
+                 "/v2/models/roadwork/versions/1/infer"):
+        assert_error(httpx.post(url + path, json={}), 401, "unauthorized")
 
 
 def test_rate_limit_then_fail_open_when_redis_is_down(env):

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _pipeline import _empty_mlflow_db, mlflow_store  # noqa: F401 (fixtures)
 from _serving import b64, encode, image_array, jpeg, make_bundle, v1_body
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+
+from roadvision.errors import UserError
 from roadvision.serving.auth import Authenticator, RateLimiter, parse_api_keys
 from roadvision.serving.batching import MicroBatcher
 from roadvision.serving.cache import PredictionCache, cache_key
@@ -32,8 +35,6 @@ from roadvision.serving.predictor import RoadvisionModel
 from roadvision.serving.redis_client import RedisUnavailable, ResilientRedis
 from roadvision.serving.v2codec import decode_request
 from roadvision.serving.validation import check_metadata, parse_v1, parse_v2
-
-from roadvision.errors import UserError
 
 # --- validation -------------------------------------------------------------------------------
 
@@ -299,6 +300,32 @@ def test_batcher_groups_by_key_and_propagates_errors():
     batcher.close()
 
 
+def test_adaptive_wait_waits_only_for_announced_items():
+    calls = []
+
+    def forward(items):
+        calls.append(list(items))
+        return items
+
+    batcher = MicroBatcher(forward, max_batch_size=8, max_wait_ms=600_000)
+
+    async def run():
+        # a lone announced request is dispatched at once, not after the (huge) max wait
+        batcher.expect(1)
+        assert await asyncio.wait_for(batcher.submit("alone", expected=True), 30) == "alone"
+        # two announced items: the first waits for the second, and they share a forward
+        batcher.expect(2)
+        first = asyncio.ensure_future(batcher.submit("a", expected=True))
+        await asyncio.sleep(0.05)
+        assert not first.done()
+        second = await asyncio.wait_for(batcher.submit("b", expected=True), 30)
+        return await first, second
+
+    assert asyncio.run(run()) == ("a", "b")
+    assert calls == [["alone"], ["a", "b"]]
+    batcher.close()
+
+
 # --- the predictor ----------------------------------------------------------------------------
 
 
@@ -441,9 +468,67 @@ def test_config_from_env_and_errors():
 
 def test_metrics_module_declares_every_contract_name():
     from prometheus_client import REGISTRY, generate_latest
+
     from roadvision.serving import metrics
 
     text = generate_latest(REGISTRY).decode()
     for name in metrics.METRIC_NAMES:
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
 
+
+
+def test_load_from_mlflow_alias_and_reload_after_promotion(mlflow_store, tmp_path):  # noqa: F811
+    """``models:/NAME@champion``: load downloads the aliased version; after the alias moves,
+    load() again serves the new version (what /v2/repository/models/NAME/load does)."""
+    from roadvision import registry
+    from roadvision.models import bundle_version
+
+    first = make_bundle("roadwork_tiny", tmp_path / "first", seed=0)
+    second = make_bundle("roadwork_tiny", tmp_path / "second", seed=1)
+    v1 = registry.register_bundle(first, "rv-serving-test", {"source": "test"},
+                                  validate_example=False)
+    registry.set_alias("rv-serving-test", "champion", v1)
+    model = RoadvisionModel("roadwork", "models:/rv-serving-test@champion")
+    assert model.load() and model.loaded.version == bundle_version(first)
+
+    v2 = registry.register_bundle(second, "rv-serving-test", {"source": "test"},
+                                  validate_example=False)
+    registry.set_alias("rv-serving-test", "champion", v2)
+    model.load()
+    assert model.loaded.version == bundle_version(second) != bundle_version(first)
+    body, _ = _run(model, v1_body(jpeg(0)))
+    assert body["predictions"][0]["model_version"] == bundle_version(second)
+
+
+def test_cli_serve_maps_options_onto_the_entry_point(monkeypatch):
+    from typer.testing import CliRunner
+
+    import roadvision.serving.__main__ as entry
+    from roadvision.cli import app
+
+    seen = {}
+    monkeypatch.setattr(entry, "main", lambda argv: seen.setdefault("argv", argv))
+    result = CliRunner().invoke(app, ["serve", "--model", "/b1", "--model", "/b2",
+                                      "--model-name", "roadwork", "--port", "9000",
+                                      "--redis", "redis://x:1/0", "--max-tta", "flip"])
+    assert result.exit_code == 0, result.output
+    assert seen["argv"] == ["--http_port", "9000", "--model", "roadwork=/b1", "--model", "/b2",
+                            "--redis", "redis://x:1/0", "--max_tta", "flip"]
+
+
+def test_entry_point_model_specs():
+    from roadvision.serving.__main__ import build_parser, model_specs
+
+    args = build_parser().parse_args(["--model", "/mnt/models", "--model_name", "roadwork",
+                                      "--model", "lanes=models:/lanes@champion"])
+    assert model_specs(args, env={}) == [("roadwork", "/mnt/models"),
+                                         ("lanes", "models:/lanes@champion")]
+    assert args.enable_grpc is False
+    args = build_parser().parse_args([])
+    assert model_specs(args, env={"ROADVISION_MODEL_URI": "/m",
+                                  "ROADVISION_MODEL_NAME": "rw"}) == [("rw", "/m")]
+    with pytest.raises(UserError, match="no model given"):
+        model_specs(args, env={})
+    args = build_parser().parse_args(["--model", "a=/x", "--model", "a=/y"])
+    with pytest.raises(UserError, match="unique"):
+        model_specs(args, env={})

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from _models import lanes_batch, roadwork_batch
-from roadvision.models import ModelConfig, calibrated_probability, create_model, run_tta
-from roadvision.models.tta import sliding_window_starts, tta_copies
 from torch import nn
 
 from roadvision.errors import UserError
+from roadvision.models import ModelConfig, calibrated_probability, create_model, run_tta
+from roadvision.models.tta import sliding_window_starts, tta_copies
 
 
 class _CountForwards:

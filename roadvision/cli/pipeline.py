@@ -110,7 +110,7 @@ def run(
     params = build_params(preset, task, sets, data_uri=data_uri, epochs=epochs, members=members,
                           model_name=model_name, mlflow_tracking_uri=mlflow_tracking_uri)
     result = run_local(params, pipeline_file=pipeline_file)
-    console.print(result.summary())
+    typer.echo(result.summary())  # plain: long paths must not be wrapped
     if not result.succeeded:
         raise typer.Exit(1)
 

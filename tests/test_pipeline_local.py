@@ -1,0 +1,114 @@
+"""The real compiled pipeline, run locally with kfp.local into a temporary MLflow store.
+
+Run 1 trains a 2-member ensemble on a tiny data set, registers the distilled student and
+promotes it (first model, floor only). Run 2 is the same run with a gate that cannot be met:
+caching answers the data and training steps, register/gate run again (never cached), the new
+version is registered and refused with a reason naming the headline metric, and the champion
+stays where it was.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _pipeline import (  # noqa: F401 (fixtures)
+    _empty_mlflow_db,
+    mlflow_store,
+    roadwork_dataset,
+)
+
+from roadvision import registry
+from roadvision.errors import UserError
+from roadvision.pipelines.compile import DEFAULT_OUT
+from roadvision.pipelines.local import run_local
+from roadvision.pipelines.params import from_preset
+
+EVERY_STEP = {"check-params", "ingest", "validate", "split", "gps-weighting", "train", "train#2",
+              "evaluate", "evaluate#2", "distill", "evaluate-2", "error-analysis", "register",
+              "gate", "promote"}
+
+
+@pytest.mark.slow
+def test_compiled_pipeline_registers_promotes_then_gate_refuses(tmp_path, mlflow_store,  # noqa: F811
+                                                                monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("ROADVISION_PIPELINE_RUN_ID", "")  # run_local sets it; restore after
+    data = roadwork_dataset(tmp_path / "data")
+    params = from_preset("tiny", data_uri=str(data), members=2, model_name="rv-e2e")
+    runs = tmp_path / "runs"
+
+    first = run_local(params, pipeline_file=DEFAULT_OUT, root=runs, echo=False)
+    assert first.succeeded, first.summary() + "\n" + first.log_path.read_text()[-3000:]
+    assert set(first.tasks) == EVERY_STEP and set(first.tasks.values()) == {"SUCCESS"}
+    assert first.version == "1" and first.promoted is True
+    champion = registry.get_version("models:/rv-e2e@champion")
+    assert champion.version == "1" and "challenger" in champion.aliases
+    tags = champion.tags
+    weighted = json.loads((first.run_dir / "gps-weighting" / "weighted_dataset" /
+                           "dataset.json").read_text())
+    assert tags["dataset.content_hash"] == weighted["content_hash"] != ""
+    assert tags["code_version"].startswith(("git:", "roadvision=="))
+    assert tags["pipeline_run_id"] == first.pipeline_run_id
+    assert tags["task"] == "roadwork"
+    assert float(tags["metric.headline"]) == pytest.approx(first.metrics["headline"])
+    assert any(k.startswith("metric.slices.weather.") for k in tags)
+    assert len(json.loads(tags["teacher_headlines"])) == 2
+    assert tags["gate.decision"] == "promote" and "first model" in tags["gate.reason"]
+    assert tags["roadvision.champion.by"] == f"pipeline:{first.pipeline_run_id}"
+    assert first.reports["error analysis"].read_text().lstrip().lower().startswith(
+        ("<!doctype", "<html"))
+    assert "PROMOTE" in first.reports["gate (markdown)"].read_text()
+    # one MLflow parent run for the pipeline run, a nested run per step under it
+    parent = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string="tags.`roadvision.kind` = 'pipeline'")
+    assert len(parent) == 1
+    steps = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                               filter_string=f"tags.`mlflow.parentRunId` = "
+                                             f"'{parent[0].info.run_id}'")
+    names = {r.info.run_name for r in steps}
+    assert {"ingest", "train-member-0", "train-member-1", "distill", "register", "gate",
+            "promote"} <= names
+    train_run = next(r for r in steps if r.info.run_name == "train-member-0")
+    assert "best_metric" in train_run.data.metrics and train_run.data.params["epochs"] == "1"
+
+    second = run_local(params.replace(min_delta=2.0), pipeline_file=DEFAULT_OUT, root=runs,
+                       echo=False)
+    assert second.succeeded, second.summary()
+    assert {"ingest", "split", "train", "distill", "evaluate-2"} <= set(second.cached)
+    assert second.tasks["register"] == second.tasks["gate"] == "SUCCESS"  # never cached
+    assert "promote" not in second.tasks  # dsl.If held it back
+    assert second.version == "2" and second.promoted is False
+    refused = registry.get_version("rv-e2e/2")
+    assert refused.tags["gate.decision"] == "refuse"
+    assert refused.tags["gate.reason"].startswith("headline mcc")
+    assert "min_delta +2.0000" in refused.tags["gate.reason"]
+    assert registry.champion("rv-e2e").version == "1"
+    assert "challenger" in refused.aliases
+
+
+def test_bad_parameters_fail_before_anything_runs(tmp_path, mlflow_store):  # noqa: F811
+    from conftest import free_port
+
+    root = tmp_path / "runs"
+    with pytest.raises(UserError, match="^members: 99 is out of range"):
+        run_local(from_preset("tiny", members=99), root=root, echo=False)
+    with pytest.raises(UserError, match="^data_uri: .*does not exist"):
+        run_local(from_preset("tiny", data_uri=str(tmp_path / "missing")), root=root, echo=False)
+    with pytest.raises(UserError, match="^mlflow_tracking_uri: .*unreachable"):
+        run_local(from_preset("tiny", mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}"),
+                  root=root, echo=False)
+    assert not root.exists() or not any(p.is_dir() for p in root.iterdir())
+
+
+def test_cli_reports_bad_parameter_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "roadvision.cli", "pipeline", "run", "--local",
+                           "--preset", "tiny", "--set", "slice_tolerance=-2"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: slice_tolerance: -2.0 is out of range [0.0, 2.0]"]
