@@ -59,11 +59,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
+def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log_path: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise UserError(f"the predictor exited with code {proc.returncode}")
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise UserError(f"the predictor exited with code {proc.returncode}: "
+                            + " | ".join(tail))
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
                 if response.status == 200:
@@ -91,14 +93,14 @@ def _demo_image(result) -> bytes:
     return buf.getvalue()
 
 
-def serve_and_query(model_name: str, image: bytes, home: Path) -> None:
-    """Start the predictor on ``@champion``, query it twice, print both answers, stop it."""
+def serve_and_query(model_name: str, image: bytes, home: Path, alias: str = "champion") -> None:
+    """Start the predictor on ``@alias``, query it twice, print both answers, stop it."""
     port = _free_port()
     env = {**os.environ, "ROADVISION_QUIET": "1"}
     redis_proc = None
     redis_bin = shutil.which("redis-server")
     args = [sys.executable, "-m", "roadvision.serving", "--model",
-            f"models:/{model_name}@champion", "--model_name", model_name, "--http_port",
+            f"models:/{model_name}@{alias}", "--model_name", model_name, "--http_port",
             str(port)]
     if redis_bin:
         redis_port = _free_port()
@@ -112,7 +114,7 @@ def serve_and_query(model_name: str, image: bytes, home: Path) -> None:
     with open(log_path, "w") as log:
         server = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/v2/health/ready", 180, server)
+        _wait_http(f"http://127.0.0.1:{port}/v2/health/ready", 180, server, log_path)
         url = f"http://127.0.0.1:{port}/v1/models/{model_name}:predict"
         body = json.dumps({"instances": [{"image_b64": base64.b64encode(image).decode()}]})
         for attempt in ("first request", "same request again"):
@@ -170,8 +172,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  report ({label}): {path}")
         if args.no_serve:
             return 0
-        print(f"\n== 3/3 serving models:/{result.model_name}@champion")
-        serve_and_query(result.model_name, _demo_image(result), home)
+        from roadvision.registry import champion
+
+        alias = "champion"
+        if champion(result.model_name) is None:
+            # The gate refused the first model (below the floor): say so, and still show
+            # serving with the refused challenger rather than stopping the demo here.
+            alias = "challenger"
+            print("\n  no @champion: the gate refused this model (see the reason above); the "
+                  "demo serves @challenger instead, which production would never do")
+        print(f"\n== 3/3 serving models:/{result.model_name}@{alias}")
+        serve_and_query(result.model_name, _demo_image(result), home, alias=alias)
         return 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -58,6 +58,7 @@ __all__ = [
     "champion",
     "promote",
     "rollback",
+    "audit_log",
     "tag_version",
     "download_bundle",
 ]

@@ -112,3 +112,21 @@ def test_cli_reports_bad_parameter_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: slice_tolerance: -2.0 is out of range [0.0, 2.0]"]
+
+
+def test_ingest_step_generates_synth_uris(tmp_path, mlflow_store):  # noqa: F811
+    """``synth://`` data URIs are generated, then ingested like any folder (demo, CI)."""
+    import roadvision.data.synth as synth
+
+    if not hasattr(synth, "generate"):
+        pytest.skip("the procedural generator (roadvision.data.synth.generate) is not there yet")
+    from roadvision.components.ingest import run_ingest
+    from roadvision.data.contract import read_info, read_manifest
+
+    summary = run_ingest("synth://roadwork?n=12&preset=tiny&seed=3", tmp_path / "raw",
+                         task="roadwork", pipeline_run_id="t")
+    info = read_info(tmp_path / "raw")
+    assert summary["accepted"] == 12 == len(read_manifest(tmp_path / "raw"))
+    assert summary["content_hash"] == info.content_hash and info.synthetic
+    with pytest.raises(UserError, match="^data_uri: holds 'roadwork' data but task is 'lanes'"):
+        run_ingest("synth://roadwork?n=8&preset=tiny", tmp_path / "raw2", task="lanes")

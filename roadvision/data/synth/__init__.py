@@ -1,0 +1,200 @@
+"""Procedural data sets in the data contract: aerial lane tiles and street-level roadwork scenes.
+
+No road data set can be downloaded on our machines, so tests, demos and benchmarks train on this
+generator. It is deterministic per seed, and every sample draws from its own
+``numpy.random.Generator`` seeded with ``(seed, task, index)``: sample ``i`` is the same whether
+``n`` is 10 or 10,000, and the same seed gives a byte-identical data set (same ``dataset.json``
+content hash: fixed JPEG settings, no timestamps).
+
+"Cities" (``cities.py``) are parameter clusters; a held-out city is a real generalisation test.
+Scores on these data are labelled synthetic (``DatasetInfo.synthetic``) and never compared with
+published real-data numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from roadvision.data.contract import TASKS, DatasetInfo, classes_for, write_dataset
+from roadvision.data.synth import _raster as R
+from roadvision.data.synth.cities import CITIES, CITY_NAMES, City, draw_city, draw_gps
+from roadvision.errors import UserError
+from roadvision.progress import track
+
+__all__ = ["generate", "render_sample", "sample_rng", "PRESETS", "Preset", "GENERATOR_VERSION",
+           "MAX_SIZE", "CITIES", "CITY_NAMES"]
+
+#: Bumped whenever a change alters the pixels or metadata a seed produces.
+GENERATOR_VERSION = "1"
+
+#: Largest image the generator makes (a 12 MP phone photo).
+MAX_SIZE = (4032, 3024)
+
+#: Per-field share of NULL metadata (NATIX requests often carry none).
+NULL_P = 0.6
+#: Share of rows without GPS.
+GPS_NULL_P = 0.1
+#: Share of roadwork positives (label 1).
+POSITIVE_P = 0.5
+_TASK_CODE = {"lanes": 1, "roadwork": 2}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Image size per task (width, height)."""
+
+    lanes: tuple[int, int]
+    roadwork: tuple[int, int]
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset((64, 64), (96, 96), "very small images for fast tests"),
+    "demo": Preset((128, 128), (160, 120), "small images: the demo pipeline trains on CPU"),
+    "bench": Preset((256, 256), (320, 240), "benchmark size"),
+    "default": Preset((512, 512), (640, 480), "realistic sizes"),
+}
+
+
+def _check_args(task: str, n: int, preset: str, size, num_classes: int) -> tuple[int, int]:
+    if task not in TASKS:
+        raise UserError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    if not isinstance(n, int | np.integer) or n < 1:
+        raise UserError(f"n must be a positive integer, got {n!r}")
+    if task == "lanes" and num_classes not in (4, 12):
+        raise UserError(f"lanes supports num_classes 4 or 12, not {num_classes}")
+    if size is None:
+        return getattr(PRESETS[preset], task)
+    try:
+        width, height = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise UserError(f"size must be (width, height), got {size!r}") from None
+    # Either orientation: a portrait phone photo is 3024x4032.
+    if min(width, height) < 16 or max(width, height) > MAX_SIZE[0] or \
+            min(width, height) > MAX_SIZE[1]:
+        raise UserError(f"size {width}x{height} out of range: 16x16 .. "
+                        f"{MAX_SIZE[0]}x{MAX_SIZE[1]} (or {MAX_SIZE[1]}x{MAX_SIZE[0]})")
+    return width, height
+
+
+def sample_rng(seed: int, task: str, index: int) -> np.random.Generator:
+    """The generator of one sample: independent of n and of every other sample."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, _TASK_CODE[task], 0, int(index)])
+
+
+#: Label and NULL assignment is stratified in blocks of BLOCK consecutive indices.
+BLOCK = 10
+
+
+def block_plan(seed: int, task: str, index: int) -> dict[str, bool]:
+    """Which rows of ``index``'s block are positive / NULL per field (stratified draws).
+
+    Every complete block of ``BLOCK`` rows holds exactly ``POSITIVE_P`` positives, ``NULL_P``
+    NULLs per metadata field and ``GPS_NULL_P`` missing GPS, each in its own random order (one
+    permutation per field, so NULLs of different fields are independent). Rates in any data set
+    are then on target up to one block, whatever the seed, instead of swinging by +-7 points
+    (binomial, n=200) as independent coin flips do. A row's plan depends only on (seed, task,
+    index // BLOCK), so samples stay independent of ``n``.
+    """
+    brng = np.random.default_rng([int(seed) & 0xFFFFFFFF, _TASK_CODE[task], 1, index // BLOCK])
+    pos = index % BLOCK
+
+    def chosen(share: float) -> bool:
+        return bool(brng.permutation(BLOCK)[pos] < round(share * BLOCK))
+
+    plan = {"positive": chosen(POSITIVE_P)}
+    for name in ("weather", "daytime", "scene", "text"):
+        plan[f"null_{name}"] = chosen(NULL_P)
+    plan["null_gps"] = chosen(GPS_NULL_P)
+    return plan
+
+
+def render_sample(task: str, seed: int, index: int, width: int, height: int,
+                  num_classes: int = 4) -> dict:
+    """One sample as arrays + metadata (no files): ``image``, ``mask`` (lanes), ``label``,
+    ``city``, ``lat``, ``lon``, ``weather``, ``daytime``, ``scene``, ``text``, ``quality``."""
+    rng = sample_rng(seed, task, index)
+    city = draw_city(rng)
+    plan = block_plan(seed, task, index)
+    # Metadata comes from its own child generator, so that renderer changes never move GPS.
+    meta_rng = np.random.default_rng(rng.integers(1 << 63))
+    nulls = {k: plan[f"null_{k}"] for k in ("weather", "daytime", "scene", "text")}
+    gps = None if plan["null_gps"] else draw_gps(meta_rng, city)
+    quality = int(meta_rng.integers(72, 96))
+    if task == "lanes":
+        return _lanes_sample(rng, city, width, height, num_classes, nulls, gps, quality)
+    return _roadwork_sample(rng, city, width, height, nulls, gps, quality, plan["positive"])
+
+
+def _lanes_sample(rng, city: City, width, height, num_classes, nulls, gps, quality) -> dict:
+    from roadvision.data.synth.lanes import render_lanes
+
+    sample = render_lanes(rng, city, width, height)
+    mask = sample.mask if num_classes == 12 else sample.meta["mask4"]
+    # Aerial survey flights fly by day; haze is the weather they record ("haze" is "foggy" in
+    # the contract's vocabulary). Tiles carry no caption. NULL rates follow the roadwork rows.
+    truth = {"weather": "foggy" if sample.meta["haze"] > 0.2 else "clear", "daytime": "day",
+             "scene": sample.meta["scene"]}
+    return {"image": sample.image, "mask": mask, "label": None, "city": city.name,
+            "lat": gps[0] if gps else None, "lon": gps[1] if gps else None, "text": None,
+            **{k: None if nulls[k] else v for k, v in truth.items()},
+            "quality": max(quality, 85)}  # paint is 1-3 px: keep it readable after JPEG
+
+
+def _roadwork_sample(rng, city: City, width, height, nulls, gps, quality, positive) -> dict:
+    from roadvision.data.synth.roadwork import render_roadwork
+
+    sample = render_roadwork(rng, city, width, height, label=int(positive))
+    meta = sample.meta
+    return {"image": sample.image, "mask": None, "label": int(sample.label), "city": city.name,
+            "lat": gps[0] if gps else None, "lon": gps[1] if gps else None,
+            **{k: None if nulls[k] else meta[k] for k in ("weather", "daytime", "scene", "text")},
+            "quality": quality}
+
+
+def generate(task: str, n: int, seed: int, out: str | Path, preset: str = "default",
+             size: tuple[int, int] | None = None, num_classes: int = 4) -> DatasetInfo:
+    """Generate ``n`` samples of ``task`` into ``out`` (data contract); returns the info.
+
+    ``size=(width, height)`` overrides the preset's image size (up to 4032x3024).
+    """
+    width, height = _check_args(task, n, preset, size, num_classes)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    if task == "lanes":
+        (out / "masks").mkdir(exist_ok=True)
+    rows = []
+    for index in track(range(n), f"synth {task}", total=n):
+        s = render_sample(task, seed, index, width, height, num_classes)
+        sid = f"{task}-s{seed}-{index:06d}"
+        image_bytes = R.encode_jpeg(s["image"], s["quality"])
+        image_rel = f"images/{sid}.jpg"
+        (out / image_rel).write_bytes(image_bytes)
+        mask_rel = None
+        if s["mask"] is not None:
+            mask_rel = f"masks/{sid}.png"
+            (out / mask_rel).write_bytes(R.encode_png(s["mask"]))
+        rows.append({
+            "id": sid, "image": image_rel, "mask": mask_rel, "label": s["label"],
+            "lat": s["lat"], "lon": s["lon"], "city": s["city"], "weather": s["weather"],
+            "daytime": s["daytime"], "scene": s["scene"], "text": s["text"],
+            "width": int(s["image"].shape[1]), "height": int(s["image"].shape[0]),
+            "sha256": hashlib.sha256(image_bytes).hexdigest(), "source": "synthetic",
+        })
+    df = pd.DataFrame(rows)
+    info = DatasetInfo(task=task, classes=classes_for(task, num_classes if task == "lanes" else 4),
+                       synthetic=True, source=f"synth:{preset}",
+                       extra={"seed": int(seed), "preset": preset,
+                              "generator_version": GENERATOR_VERSION,
+                              "size": [width, height], "cities": list(CITY_NAMES)})
+    return write_dataset(out, df, info)
+

@@ -23,12 +23,15 @@ import numpy as np
 
 from roadvision.data.synth import _raster as R
 from roadvision.data.synth.cities import City
-from roadvision.data.synth.textures import smooth_noise, texture_field, tinted
+from roadvision.data.synth.textures import smooth_noise, texture_at_gsd, tinted
 
 __all__ = ["LaneSample", "render_lanes", "LAYOUTS"]
 
-#: Road layouts and their probabilities (tiles without a road are common in real aerial data).
-LAYOUTS = {"none": 0.12, "straight": 0.33, "curved": 0.25, "intersection": 0.15, "t_junction": 0.15}
+#: Road layouts and their probabilities. Tiles without a road are common in real aerial data
+#: (fields, roofs, car parks); together with roads that only clip a tile's corner they set the
+#: background-to-lane ratio near the real 200-500:1 (about 0.3% lane pixels at 512 px).
+LAYOUTS = {"none": 0.36, "straight": 0.25, "curved": 0.19, "intersection": 0.08,
+           "t_junction": 0.12}
 
 # 12-class ids (see contract.LANE_CLASSES_12) and their 4-class counterparts.
 WS, WD, YS, YD, DWS, DYS, WSD, XWALK, STOP, ARROW, OTHER = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
@@ -92,7 +95,7 @@ def render_lanes(rng: np.random.Generator, city: City, width: int, height: int) 
     area_m2 = width * height * gsd * gsd
 
     # --- ground ------------------------------------------------------------------------------
-    ground = tinted(texture_field(rng, city.verge_texture, height, width, 0.1 / gsd),
+    ground = tinted(texture_at_gsd(rng, city.verge_texture, height, width, gsd),
                     city.verge, 0.16, rng, 0.12)
     ground *= 1.0 + 0.14 * smooth_noise(rng, height, width, 8 * ppm)[..., None]
 
@@ -102,7 +105,7 @@ def render_lanes(rng: np.random.Generator, city: City, width: int, height: int) 
     road_mask = np.zeros((height, width), np.uint8)
     for road in roads:
         R.draw_polyline(road_mask, road.centre, 255, 2 * road.half_w)
-    asphalt = tinted(texture_field(rng, "gravel", height, width, 0.06 / gsd), city.asphalt,
+    asphalt = tinted(texture_at_gsd(rng, "gravel", height, width, gsd, 2.0), city.asphalt,
                      0.10, rng, 0.10)
     asphalt *= 1.0 + 0.10 * smooth_noise(rng, height, width, 5 * ppm)[..., None]
     on_road = cv2.GaussianBlur(road_mask, (3, 3), 0).astype(np.float32)[..., None] / 255.0
@@ -165,7 +168,7 @@ def render_lanes(rng: np.random.Generator, city: City, width: int, height: int) 
                        windscreen + (poly[3] - poly[0]) * 0.76])
         R.draw_polygon(img, ws, (35, 38, 45), antialias=True)
         R.draw_polygon(occluded, poly, 255)
-    canopy_tex = texture_field(rng, "grass", height, width, 0.2 / gsd)
+    canopy_tex = texture_at_gsd(rng, "grass", height, width, gsd, 25.0)
     canopy = np.zeros((height, width), np.uint8)
     for centres, radii, _h in trees:
         for (cx, cy), r in zip(centres, radii, strict=True):
@@ -205,7 +208,8 @@ def _scene_for(layout: str, city: City, rng: np.random.Generator) -> str:
 def _road_graph(rng, city: City, layout: str, width: int, height: int, ppm: float) -> list[_Road]:
     """Centre lines for the layout; lines run past the tile so they leave it at the border."""
     reach = float(np.hypot(width, height))
-    centre = np.array([width, height]) * rng.uniform(0.25, 0.75, 2)
+    # The road passes anywhere through the tile, sometimes only through a corner.
+    centre = np.array([width, height]) * rng.uniform(0.0, 1.0, 2)
 
     def make(pts: np.ndarray) -> _Road:
         lanes = 1 if rng.random() < 0.75 else 2
@@ -254,7 +258,9 @@ def _paint_roads(rng, city: City, roads: list[_Road], paint: _Paint, layout: str
     """Paint every road's lines; returns the junction erase mask (or None)."""
     dash_len, gap_len = (v * ppm * rng.uniform(0.9, 1.1) for v in city.dash_m)
     for road in roads:
-        w = city.paint_width_m * ppm * rng.uniform(0.9, 1.15)
+        # Physical width, kept within 1-3 px: a 10 cm line at 15 cm/px still shows as a 1 px
+        # line (a 1-px label, not a sub-pixel one that the coverage test would drop).
+        w = float(np.clip(city.paint_width_m * ppm * rng.uniform(0.9, 1.15), 1.0, 3.0))
         c = road.centre
 
         def dashed(pts, id12, id4=None, w=w):

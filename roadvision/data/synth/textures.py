@@ -8,17 +8,17 @@ reuse the same patch in the same way.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import cv2
 import numpy as np
 
-__all__ = ["TEXTURES", "texture_field", "smooth_noise", "tinted"]
+__all__ = ["TEXTURES", "TEXTURE_MPP", "texture_field", "texture_at_gsd", "smooth_noise", "tinted"]
 
 TEXTURES = ("gravel", "grass", "brick")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _detail(name: str) -> np.ndarray:
     """A texture as float32 zero-mean, unit-std detail map (cached per process)."""
     if name not in TEXTURES:
@@ -35,15 +35,45 @@ def _detail(name: str) -> np.ndarray:
     return img
 
 
+#: Approximate metres per pixel of each stock photo (gravel stones of a few cm, grass blades,
+#: bricks about 25 cm long): ``metres_per_px / gsd`` is the zoom that puts them at true size.
+TEXTURE_MPP = {"gravel": 0.0015, "grass": 0.003, "brick": 0.004}
+
+
+@cache
+def _shrunk(name: str, factor: int) -> np.ndarray:
+    """The detail map area-averaged by ``factor``: a zoomed-out warp must not alias."""
+    src = _detail(name)
+    if factor == 1:
+        return src
+    small = cv2.resize(src, (src.shape[1] // factor, src.shape[0] // factor),
+                       interpolation=cv2.INTER_AREA)
+    small = small / (small.std() + 1e-6)  # keep unit contrast: fine grain still shows as noise
+    small.setflags(write=False)
+    return small
+
+
+def texture_at_gsd(rng: np.random.Generator, name: str, height: int, width: int,
+                   gsd: float, size_factor: float = 1.0) -> np.ndarray:
+    """A detail map of a stock texture at its physical size for ground sample distance ``gsd``
+    (metres per pixel); ``size_factor`` > 1 makes the features larger (e.g. leaf clumps)."""
+    return texture_field(rng, name, height, width, TEXTURE_MPP[name] * size_factor / gsd)
+
+
 def texture_field(rng: np.random.Generator, name: str, height: int, width: int,
                   scale: float = 1.0) -> np.ndarray:
     """A (height, width) float32 detail map warped from a stock texture.
 
-    ``scale`` > 1 magnifies the texture (coarser grain), as a smaller ground sample distance does.
+    ``scale`` > 1 magnifies the texture (coarser grain), as a smaller ground sample distance does;
+    ``scale`` < 1 shrinks it, from an area-averaged copy so that it does not alias.
     """
-    src = _detail(name)
     angle = rng.uniform(0, 360)
     zoom = scale * rng.uniform(0.8, 1.25)
+    factor = 1
+    while zoom * factor < 0.7 and factor < 64:
+        factor *= 2
+    src = _shrunk(name, factor)
+    zoom *= factor
     centre = (src.shape[1] * rng.uniform(0.3, 0.7), src.shape[0] * rng.uniform(0.3, 0.7))
     mat = cv2.getRotationMatrix2D(centre, angle, zoom)
     # Move the source centre onto the output centre.
