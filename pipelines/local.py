@@ -161,7 +161,8 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
         tee = _Tee(log, console)
         # kfp.local logs cache hits with logging.info outside its own log context: catch them.
         handler = logging.StreamHandler(tee)
-        handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
+        handler.setFormatter(logging.Formatter(  # the same line format as kfp.local's own
+            "%(asctime)s.%(msecs)03d - %(levelname)s - %(message)s", datefmt="%H:%M:%S"))
         root_logger = logging.getLogger()
         original_print = builtins.print
         old_level = root_logger.level
