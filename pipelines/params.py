@@ -50,7 +50,7 @@ class RunParams:
     slice_tolerance: float = 0.05  # gate: no slice may drop by more than this
     absolute_floor: float = 0.2  # gate: the first model's headline must reach this
     min_slice_size: int = 20  # gate: smaller slices are reported, not judged
-    model_name: str = ""  # "" = roadvision-<task>
+    model_name: str = ""  # "" = the task name ("roadwork"/"lanes"), what serving expects
     experiment: str = "roadvision"  # MLflow experiment
     mlflow_tracking_uri: str = ""  # "" = MLFLOW_TRACKING_URI or the local SQLite store
     s3_endpoint_url: str = ""  # MinIO / S3-compatible endpoint for s3:// data URIs
@@ -133,7 +133,7 @@ class RunParams:
 
 
 def resolve_model_name(model_name: str, task: str) -> str:
-    return model_name or f"roadvision-{task}"
+    return model_name or task
 
 
 def _int_range(name: str, value: Any, low: int, high: int) -> None:
