@@ -66,13 +66,32 @@ def _data(task: str, work: Path, n: int, seed: int = 0) -> tuple[Path, list[str]
             generate(task, n, seed, raw, preset="bench")
         cities = sorted(read_manifest(raw)["city"].dropna().unique())
         split_dataset(raw, split, holdout_cities=cities[-1:], seed=seed)
-    info = json.loads((split / "dataset.json").read_text())
-    holdout = info.get("extra", {}).get("holdout_cities") or []
+    extra = json.loads((split / "dataset.json").read_text()).get("extra", {})
+    # split_dataset records its settings under extra["split"]
+    holdout = extra.get("split", {}).get("holdout_cities") or extra.get("holdout_cities") or []
     return split, list(holdout)
 
 
 def _cfg(task: str, args: argparse.Namespace, **kw: Any) -> TrainConfig:
-    return TrainConfig.for_profile("bench", task, epochs=args.epochs, seed=args.seed, **kw)
+    """The ``bench`` profile; command-line knobs (None = the profile's value) then ``kw`` win."""
+    knobs = {"epochs": args.epochs, "seed": args.seed, "preset": args.preset, "lr": args.lr,
+             "crop_size": args.crop_size, "patience": args.patience,
+             "batch_size": args.train_batch_size, "max_steps_per_epoch": args.max_steps}
+    overrides = json.loads(args.model_overrides) if args.model_overrides else {}
+    if args.encoder_weights:
+        overrides["encoder_weights"] = args.encoder_weights
+    if overrides:
+        knobs["model_overrides"] = overrides
+    return TrainConfig.for_profile("bench", task, **{**knobs, **kw})
+
+
+def _run(data: Path, args: argparse.Namespace, name: str, cfg: TrainConfig):
+    """``train`` into a folder named by the config's hash: a changed config never resumes an
+    older run's checkpoint, an unchanged one reuses it (``--work`` kept between calls)."""
+    import hashlib
+
+    tag = hashlib.sha256(cfg.to_json().encode()).hexdigest()[:8]
+    return train(data, args.work / f"{name}_{tag}", cfg)
 
 
 def _split_mcc(preds: pd.DataFrame, holdout: list[str]) -> tuple[float, float, int, int]:
@@ -84,10 +103,13 @@ def _split_mcc(preds: pd.DataFrame, holdout: list[str]) -> tuple[float, float, i
 
 def bench_lanes(args: argparse.Namespace) -> dict:
     data, holdout = _data("lanes", args.work, args.n)
-    res = train(data, args.work / "lanes_run", _cfg("lanes", args))
-    ev = evaluate(res.bundle_dir, data, split="test", out_dir=args.work / "lanes_eval")
+    cfg = _cfg("lanes", args)
+    res = _run(data, args, "lanes_run", cfg)
+    ev = evaluate(res.bundle_dir, data, split="test", out_dir=res.bundle_dir.parent / "eval")
     ev_tta = evaluate(res.bundle_dir, data, split="test", tta="flip")
-    print(f"lanes ({len(holdout)} held-out city: {holdout}), test n={ev['n']}")
+    print(f"lanes ({len(holdout)} held-out city: {holdout}), test n={ev['n']}, {cfg.preset}, "
+          f"{len(res.history)} epochs (best {res.best_epoch}, val mIoU w/o bg "
+          f"{res.best_metric:.4f}), crop {cfg.crop_size}, lr {cfg.lr}")
     for name, iou in ev["metrics"]["per_class_iou"].items():
         print(f"  IoU {name:14s} {iou if iou is None else round(iou, 4)}")
     print(f"  mIoU without background {ev['metrics']['miou_no_bg']:.4f} (with: "
@@ -100,12 +122,16 @@ def bench_lanes(args: argparse.Namespace) -> dict:
 
 def bench_roadwork(args: argparse.Namespace) -> dict:
     data, holdout = _data("roadwork", args.work, args.n)
-    res = train(data, args.work / "roadwork_run", _cfg("roadwork", args))
-    before = evaluate(res.bundle_dir, data, split="test", out_dir=args.work / "rw_eval_raw")
+    cfg = _cfg("roadwork", args)
+    res = _run(data, args, "roadwork_run", cfg)
+    print(f"roadwork {cfg.preset}: {len(res.history)} epochs (best {res.best_epoch}, val MCC "
+          f"{res.best_metric:.4f})")
+    before = evaluate(res.bundle_dir, data, split="test",
+                      out_dir=res.bundle_dir.parent / "eval_raw")
     cal = calibrate(res.bundle_dir, data, split="val")
-    after = evaluate(res.bundle_dir, data, split="test", out_dir=args.work / "rw_eval")
+    after = evaluate(res.bundle_dir, data, split="test", out_dir=res.bundle_dir.parent / "eval")
     natix = evaluate(res.bundle_dir, data, split="test", protocol="natix")
-    preds = pd.read_parquet(args.work / "rw_eval" / "predictions.parquet")
+    preds = pd.read_parquet(res.bundle_dir.parent / "eval" / "predictions.parquet")
     m_in, m_out, n_in, n_out = _split_mcc(preds, holdout)
     print(f"roadwork, test n={after['n']} (held-out city {holdout})")
     print(f"  MCC@0.5 in-distribution {m_in:.4f} (n={n_in}), held-out cities {m_out:.4f} "
@@ -225,13 +251,18 @@ def bench_pretrained(args: argparse.Namespace) -> dict:
     data, _ = _data(task, args.work, args.n)
     out = {}
     for weights in ("random", "imagenet-lite0"):
-        cfg = _cfg(task, args, preset=f"{task}_small",
-                   model_overrides={"encoder_weights": weights})
-        run = train(data, args.work / f"pre_{task}_{weights}", cfg)
+        # imagenet-lite0 is the *_small presets' default: no override, so that a `lanes` /
+        # `roadwork` run with the same flags (same config hash) is reused from --work
+        cfg = _cfg(task, args, preset=f"{task}_small")
+        if weights != "imagenet-lite0":
+            cfg = cfg.replace(model_overrides={**cfg.model_overrides, "encoder_weights": weights})
+        run = _run(data, args, f"{task}_run", cfg)
         if task == "roadwork":
             calibrate(run.bundle_dir, data, split="val")
         out[weights] = evaluate(run.bundle_dir, data, split="test")["headline"]
-    print(f"pretrained ({task}_small, {args.epochs} epochs): random init {out['random']:.4f}, "
+        out[f"{weights}_epochs"] = len(run.history)
+    print(f"pretrained ({task}_small, {cfg.epochs} epochs max, crop {cfg.crop_size}): random "
+          f"init {out['random']:.4f}, "
           f"imagenet-lite0 {out['imagenet-lite0']:.4f}, gain "
           f"{out['imagenet-lite0'] - out['random']:+.4f}")
     return out
@@ -241,8 +272,17 @@ def bench_throughput(args: argparse.Namespace) -> dict:
     """Training steps/s of ``fit`` vs a bare PyTorch loop: same model, same batch size, one run.
 
     Both run forward + loss + backward + clip + AdamW step on ``--steps`` batches. Ours also
-    reads and prepares its samples (PNG decode, no augmentation) and steps the scheduler; the
-    bare loop reuses one pre-built batch. Validation is excluded from our time.
+    reads and prepares its samples (PNG decode, lane crop, no augmentation) and steps the
+    scheduler; the bare loop reuses one pre-built batch. Validation is excluded from our time.
+    One untimed warm-up run of each goes first (oneDNN builds its kernels on the first step of
+    a shape, which the first timed loop would otherwise pay alone), then ours and bare
+    alternate, and ratios are paired per repetition.
+
+    Threads: with torch's default of one intra-op thread per core, every operator waits at an
+    OpenMP barrier for all its threads; on a 2-core machine that other processes also load, one
+    thread is often descheduled and single steps take 0.05-3.5 s instead of 0.06 s (measured),
+    so the old ratio (0.40) was noise from whichever loop got preempted. ``--threads 1`` (the
+    default of this script) removes that; both loops always run with the same setting.
     """
     import sys
 
@@ -256,23 +296,22 @@ def bench_throughput(args: argparse.Namespace) -> dict:
 
     task, bs, steps = args.task, args.batch_size, args.steps
     n = bs * steps
-    splits = ["train"] * n + ["val"] * bs
     if task == "roadwork":
+        splits = ["train"] * n + ["val"] * bs
         data = make_roadwork(args.work / "tp_data", n=n + bs, size=args.size, splits=splits)
-    else:
-        data = make_lanes(args.work / "tp_data", n=n + bs, size=args.size)
+    else:  # make_lanes puts 60 % of the rows in train: make that at least ``steps`` batches
+        data = make_lanes(args.work / "tp_data", n=-(-n * 5 // 3) + bs, size=args.size)
     preset = f"{task}_tiny"
     cfg = TrainConfig(task=task, preset=preset, epochs=1, batch_size=bs, augment="none",
                       use_weights=False, warmup_epochs=0.0, patience=0, deterministic=False,
                       max_steps_per_epoch=steps, crop_size=args.size)
-    ours, ours_compute, bare = [], [], []
-    for rep in range(args.repeats):
+
+    def run_ours(tag: str) -> dict:
         torch.manual_seed(0)
-        run = train(data, args.work / f"tp_run_{rep}", cfg)
-        h = run.history[-1]
-        ours.append(h["train_steps"] / h["train_seconds"])
-        ours_compute.append(h["train_steps"] / (h["train_seconds"] - h["data_seconds"]))
-        # bare loop: the same model preset, loss and batch size on one pre-built batch
+        return train(data, args.work / f"tp_run_{tag}", cfg).history[-1]
+
+    def run_bare(with_data: bool = False) -> float:
+        """Bare loop on one pre-built batch, or (``with_data``) fed by a plain DataLoader."""
         torch.manual_seed(0)
         model = create_model(preset)
         rows = load_rows(data, ["train"])
@@ -282,26 +321,44 @@ def bench_throughput(args: argparse.Namespace) -> dict:
         loss_fn = create_loss(task)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         model.train()
+        loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, collate_fn=collate)
         t0 = time.perf_counter()
-        for _ in range(steps):
-            out = model(batch)
-            loss, _ = loss_fn(out, batch)
+        for _, fed in zip(range(steps), loader if with_data else [batch] * steps, strict=False):
+            out = model(fed)
+            loss, _ = loss_fn(out, fed)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-        bare.append(steps / (time.perf_counter() - t0))
+        return steps / (time.perf_counter() - t0)
+
+    run_ours("warmup")
+    run_bare()
+    ours, ours_compute, bare, bare_data = [], [], [], []
+    for rep in range(args.repeats):
+        h = run_ours(str(rep))
+        ours.append(h["train_steps"] / h["train_seconds"])
+        ours_compute.append(h["train_steps"] / (h["train_seconds"] - h["data_seconds"]))
+        bare.append(run_bare())
+        bare_data.append(run_bare(with_data=True))
     # paired per repetition (ours then bare, back to back): the machine's load drifts
     ratio = statistics.median(o / b for o, b in zip(ours, bare, strict=True))
     ratio_c = statistics.median(o / b for o, b in zip(ours_compute, bare, strict=True))
     o, oc, b = statistics.median(ours), statistics.median(ours_compute), statistics.median(bare)
     print(f"throughput ({preset}, batch {bs}, {args.size}px, {steps} steps, median of "
-          f"{args.repeats}, torch threads {torch.get_num_threads()}, num_workers 0): "
-          f"bare {b:.2f} steps/s; ours {o:.2f} steps/s incl. data loading (paired ratio "
-          f"{ratio:.3f}), {oc:.2f} steps/s excl. time waiting for data (paired ratio "
-          f"{ratio_c:.3f})")
-    return {"ours_steps_per_s": o, "ours_steps_per_s_excl_data": oc, "bare_steps_per_s": b,
-            "ratio": ratio, "ratio_excl_data": ratio_c}
+          f"{args.repeats} after a warm-up, torch threads {torch.get_num_threads()}, "
+          f"num_workers 0): bare {b:.2f} steps/s; ours {o:.2f} steps/s incl. data loading "
+          f"(paired ratio {ratio:.3f}), {oc:.2f} steps/s excl. time waiting for data (paired "
+          f"ratio {ratio_c:.3f})")
+    pairs = [round(x / y, 3) for x, y in zip(ours, bare, strict=True)]
+    print(f"  per repetition ours/bare: {pairs}")
+    ratio_d = statistics.median(o / b for o, b in zip(ours, bare_data, strict=True))
+    print(f"  bare loop fed by a plain DataLoader over the same dataset (same decoding and "
+          f"crop): {statistics.median(bare_data):.2f} steps/s; ours / that: {ratio_d:.3f}")
+    return {"bare_with_data_steps_per_s": statistics.median(bare_data),
+            "ratio_vs_bare_with_data": ratio_d, "ours_steps_per_s": o,
+            "ours_steps_per_s_excl_data": oc, "bare_steps_per_s": b,
+            "ratio": ratio, "ratio_excl_data": ratio_c, "threads": torch.get_num_threads()}
 
 
 COMMANDS = {"lanes": bench_lanes, "roadwork": bench_roadwork, "ablation": bench_ablation,
@@ -315,19 +372,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--work", type=Path, default=None, help="keep data and runs here")
     parser.add_argument("--n", type=int, default=600, help="bench data set size")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the bench profile's")
+    parser.add_argument("--preset", default=None, help="model preset (default: <task>_tiny)")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--crop-size", type=int, default=None, help="lanes training crop")
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--train-batch-size", type=int, default=None)
+    parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch")
+    parser.add_argument("--encoder-weights", default=None, help="random / imagenet-lite0 / file")
+    parser.add_argument("--model-overrides", default=None,
+                        help='ModelConfig fields as JSON, e.g. \'{"view_size": 64}\'')
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1: see bench_throughput's docstring)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--task", choices=("lanes", "roadwork"), default="roadwork",
                         help="throughput / pretrained: which task")
     parser.add_argument("--members", type=int, default=3, help="student: ensemble size")
     parser.add_argument("--teacher-preset", default="roadwork_tiny")
     parser.add_argument("--student-preset", default="roadwork_tiny")
-    parser.add_argument("--steps", type=int, default=20, help="throughput: steps per run")
+    parser.add_argument("--steps", type=int, default=30, help="throughput: steps per run")
     parser.add_argument("--batch-size", type=int, default=16, help="throughput: batch size")
     parser.add_argument("--size", type=int, default=64, help="throughput: image side")
     parser.add_argument("--repeats", type=int, default=3, help="throughput: repetitions")
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         args.work = (args.work or Path(tmp)).resolve()
         args.work.mkdir(parents=True, exist_ok=True)
