@@ -25,7 +25,7 @@ __all__ = ["RunParams", "PRESETS", "from_preset", "parse_synth_uri", "parse_regi
 
 TASKS = ("lanes", "roadwork")
 TTA_MODES = ("none", "flip", "full")
-PROFILES = ("tiny", "bench", "full")  # roadvision.training.PROFILES
+PROFILES = ("tiny", "bench", "demo", "full")  # roadvision.training.PROFILES
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.\-]{0,127}$")
 
 
@@ -211,8 +211,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"data_uri": "synth://{task}?n=40&preset=tiny&seed=0", "profile": "tiny",
              "epochs": 1, "members": 2, "batch_size": 8, "max_steps_per_epoch": 2,
              "absolute_floor": -1.0, "min_slice_size": 1000},
-    "demo": {"data_uri": "synth://{task}?n=240&preset=demo&seed=0", "profile": "tiny",
-             "epochs": 3, "members": 2, "batch_size": 16, "max_steps_per_epoch": 0,
+    "demo": {"data_uri": "synth://{task}?n=600&preset=demo&seed=0", "profile": "demo",
+             "epochs": 6, "members": 2, "batch_size": 16, "max_steps_per_epoch": 0,
              "absolute_floor": 0.0, "min_slice_size": 20},
     "full": {"data_uri": "synth://{task}?n=2000&preset=default&seed=0"},
 }
