@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from roadvision.data.contract import read_info
+from roadvision.data.contract import DatasetInfo, read_info
 from roadvision.errors import UserError
 from roadvision.training.config import TrainConfig
 from roadvision.training.datasets import ManifestDataset, load_rows
@@ -14,8 +14,7 @@ from roadvision.training.loop import TrainResult, fit, resolve_device, seed_ever
 __all__ = ["train", "build_model", "build_datasets", "dataset_extra"]
 
 
-def _task(data_dir: str | Path, cfg: TrainConfig) -> str:
-    info = read_info(data_dir)
+def _task(info: DatasetInfo, data_dir: str | Path, cfg: TrainConfig) -> str:
     if cfg.task is not None and cfg.task != info.task:
         raise UserError(f"config task {cfg.task!r} but {data_dir} holds {info.task!r} data")
     return info.task
@@ -26,7 +25,7 @@ def build_model(data_dir: str | Path, cfg: TrainConfig) -> Any:
     from roadvision.models import create_model
 
     info = read_info(data_dir)
-    task = _task(data_dir, cfg)
+    task = _task(info, data_dir, cfg)
     preset = cfg.preset or f"{task}_small"
     overrides = dict(cfg.model_overrides)
     if task == "lanes" and "classes" not in overrides:
