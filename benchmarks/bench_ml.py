@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -34,6 +35,7 @@ import torch  # noqa: E402
 from roadvision.evaluation import calibrate, evaluate  # noqa: E402
 from roadvision.evaluation.metrics import mcc  # noqa: E402
 from roadvision.training import TrainConfig, distill, train  # noqa: E402
+from roadvision.training.loop import TrainResult  # noqa: E402
 
 # What the seed documents (seeds/004*) claim each roadwork part is worth, in MCC.
 CLAIMS = {
@@ -51,7 +53,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "metadata": {"model_overrides": {"use_metadata": False}},
     "consistency_loss": {"loss_weights": {"consistency": 0.0}},
 }
-STUDENT_OVERRIDES = {"num_views": 3, "num_attn_layers": 0, "embed_dim": 16, "view_pruning": False}
+ABLATION_EPOCHS = 5  # 6 trainings, 2 at a time, in < 40 min on 2 CPU cores
 
 
 def _data(task: str, work: Path, n: int, seed: int = 0) -> tuple[Path, list[str]]:
@@ -72,26 +74,76 @@ def _data(task: str, work: Path, n: int, seed: int = 0) -> tuple[Path, list[str]
     return split, list(holdout)
 
 
+# Per-task values on top of the ``bench`` profile (both fit the 40 min budget on 2 CPU cores).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lanes": {"n": 600, "epochs": 18, "lr": 2e-3},
+    "roadwork": {"n": 1000, "epochs": 10, "lr": 1e-3},
+}
+
+
+def _n(task: str, args: argparse.Namespace) -> int:
+    return args.n or TASK_DEFAULTS[task]["n"]
+
+
 def _cfg(task: str, args: argparse.Namespace, **kw: Any) -> TrainConfig:
-    """The ``bench`` profile; command-line knobs (None = the profile's value) then ``kw`` win."""
+    """The ``bench`` profile with ``TASK_DEFAULTS``; command-line knobs (None = keep) then
+    ``kw`` win. ``--model-overrides`` / ``--encoder-weights`` merge into the profile's."""
+    defaults = {k: v for k, v in TASK_DEFAULTS[task].items() if k != "n"}
     knobs = {"epochs": args.epochs, "seed": args.seed, "preset": args.preset, "lr": args.lr,
              "crop_size": args.crop_size, "patience": args.patience,
              "batch_size": args.train_batch_size, "max_steps_per_epoch": args.max_steps}
+    cfg = TrainConfig.for_profile("bench", task, **{**defaults, **knobs})
     overrides = json.loads(args.model_overrides) if args.model_overrides else {}
     if args.encoder_weights:
         overrides["encoder_weights"] = args.encoder_weights
-    if overrides:
-        knobs["model_overrides"] = overrides
-    return TrainConfig.for_profile("bench", task, **{**knobs, **kw})
+    cfg = cfg.replace(model_overrides={**cfg.model_overrides, **overrides})
+    return cfg.replace(**kw) if kw else cfg
 
 
-def _run(data: Path, args: argparse.Namespace, name: str, cfg: TrainConfig):
+def _run(data: Path, args: argparse.Namespace, name: str, cfg: TrainConfig) -> TrainResult:
     """``train`` into a folder named by the config's hash: a changed config never resumes an
     older run's checkpoint, an unchanged one reuses it (``--work`` kept between calls)."""
+    return _train_worker(data, args.work, name, cfg.to_dict(), torch.get_num_threads())
+
+
+def _train_worker(data: Path, work: Path, name: str, cfg_dict: dict, threads: int
+                  ) -> TrainResult:
     import hashlib
 
+    torch.set_num_threads(threads)
+    cfg = TrainConfig.from_dict(cfg_dict)
     tag = hashlib.sha256(cfg.to_json().encode()).hexdigest()[:8]
-    return train(data, args.work / f"{name}_{tag}", cfg)
+    return train(data, work / f"{name}_{tag}", cfg)
+
+
+def _run_many(data: Path, args: argparse.Namespace, runs: dict[str, TrainConfig]
+              ) -> dict[str, TrainResult]:
+    """Train several configs, ``--jobs`` at a time, each in its own process with ``--threads``
+    threads: on 2 cores two 1-thread runs finish in about the time of one (see throughput)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    if args.jobs <= 1 or len(runs) == 1:
+        return {name: _run(data, args, name, cfg) for name, cfg in runs.items()}
+    spawn = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    with ProcessPoolExecutor(min(args.jobs, len(runs)), mp_context=spawn) as pool:
+        futures = {name: pool.submit(_train_worker, data, args.work, name, cfg.to_dict(),
+                                     args.threads) for name, cfg in runs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _paired_bootstrap(a: pd.DataFrame, b: pd.DataFrame, repeats: int = 2000,
+                      seed: int = 0) -> tuple[float, float]:
+    """95 % interval of MCC(a) - MCC(b) over test images resampled jointly (same ids)."""
+    joined = a.merge(b, on="id", suffixes=("_a", "_b"))
+    label = joined["label_a"].to_numpy().astype(int)
+    pa, pb = joined["pred_a"].to_numpy().astype(int), joined["pred_b"].to_numpy().astype(int)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(repeats):
+        idx = rng.integers(0, len(label), len(label))
+        diffs.append(mcc(label[idx], pa[idx]) - mcc(label[idx], pb[idx]))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def _split_mcc(preds: pd.DataFrame, holdout: list[str]) -> tuple[float, float, int, int]:
@@ -102,7 +154,7 @@ def _split_mcc(preds: pd.DataFrame, holdout: list[str]) -> tuple[float, float, i
 
 
 def bench_lanes(args: argparse.Namespace) -> dict:
-    data, holdout = _data("lanes", args.work, args.n)
+    data, holdout = _data("lanes", args.work, _n("lanes", args))
     cfg = _cfg("lanes", args)
     res = _run(data, args, "lanes_run", cfg)
     ev = evaluate(res.bundle_dir, data, split="test", out_dir=res.bundle_dir.parent / "eval")
@@ -121,7 +173,7 @@ def bench_lanes(args: argparse.Namespace) -> dict:
 
 
 def bench_roadwork(args: argparse.Namespace) -> dict:
-    data, holdout = _data("roadwork", args.work, args.n)
+    data, holdout = _data("roadwork", args.work, _n("roadwork", args))
     cfg = _cfg("roadwork", args)
     res = _run(data, args, "roadwork_run", cfg)
     print(f"roadwork {cfg.preset}: {len(res.history)} epochs (best {res.best_epoch}, val MCC "
@@ -172,63 +224,89 @@ def _latency(bundle: Path, data: Path, repeats: int = 3) -> float:
     return best / len(samples)
 
 
-def bench_ablation(args: argparse.Namespace) -> dict:
-    data, _ = _data("roadwork", args.work, args.n)
-    rows = {}
-    base = train(data, args.work / "abl_full", _cfg("roadwork", args))
-    calibrate(base.bundle_dir, data, split="val")
-    full = evaluate(base.bundle_dir, data, split="test")["headline"]
-    full_tta = evaluate(base.bundle_dir, data, split="test", tta="full")["headline"]
-    t_full = _latency(base.bundle_dir, data)
-    rows["(full model)"] = (full, 0.0, "")
-    for name, change in ABLATIONS.items():
-        cfg = _cfg("roadwork", args)
-        cfg = cfg.replace(model_overrides={**cfg.model_overrides,
-                                           **change.get("model_overrides", {})},
-                          loss_weights={**cfg.loss_weights, **change.get("loss_weights", {})})
-        run = train(data, args.work / f"abl_no_{name}", cfg)
+def _calibrated_predictions(run: TrainResult, data: Path, tta: str = "none"
+                            ) -> tuple[float, pd.DataFrame]:
+    """Calibrate on val, evaluate on test: (MCC@0.5, per-image predictions)."""
+    if tta == "none":
         calibrate(run.bundle_dir, data, split="val")
-        score = evaluate(run.bundle_dir, data, split="test")["headline"]
-        note = ""
+    out = run.bundle_dir.parent / f"eval_tta_{tta}"
+    ev = evaluate(run.bundle_dir, data, split="test", tta=tta, out_dir=out)
+    return ev["headline"], pd.read_parquet(out / "predictions.parquet")
+
+
+def bench_ablation(args: argparse.Namespace) -> dict:
+    """Train the full model and one model without each part (``--jobs`` at a time); gain =
+    MCC with - MCC without, with a paired bootstrap 95 % interval over the test images."""
+    data, _ = _data("roadwork", args.work, _n("roadwork", args))
+    base = _cfg("roadwork", args, epochs=args.epochs or ABLATION_EPOCHS)
+    runs = {"abl_full": base}
+    for name, change in ABLATIONS.items():
+        runs[f"abl_no_{name}"] = base.replace(
+            model_overrides={**base.model_overrides, **change.get("model_overrides", {})},
+            loss_weights={**base.loss_weights, **change.get("loss_weights", {})})
+    t0 = time.perf_counter()
+    results = _run_many(data, args, runs)
+    train_s = time.perf_counter() - t0
+    full, full_preds = _calibrated_predictions(results["abl_full"], data)
+    t_full = _latency(results["abl_full"].bundle_dir, data)
+    rows = {"(full model)": (full, 0.0, (0.0, 0.0), "")}
+    for name in ABLATIONS:
+        run = results[f"abl_no_{name}"]
+        score, preds = _calibrated_predictions(run, data)
+        note = f"best epoch {run.best_epoch}"
         if name == "view_pruning":
-            note = f"speed-up from pruning {(_latency(run.bundle_dir, data) / t_full - 1):+.0%}"
-        rows[name] = (score, full - score, note)
-    rows["tta"] = (full_tta, full_tta - full, "full TTA vs none on the full model")
-    print("roadwork ablation (test MCC@0.5 after calibration; gain = with - without)")
-    print(f"  {'part':18s} {'MCC w/o part':>12s} {'measured gain':>14s}  claimed gain (seeds)")
-    for name, (score, gain, note) in rows.items():
-        label = "MCC with TTA" if name == "tta" else ""
-        print(f"  {name:18s} {score:12.4f} {gain:+14.4f}  {CLAIMS.get(name, '')} {label} {note}")
-    return {k: {"mcc": v[0], "gain": v[1]} for k, v in rows.items()}
+            slower = _latency(run.bundle_dir, data) / t_full - 1
+            note += f"; latency without pruning {slower:+.0%}"
+        rows[name] = (score, full - score, _paired_bootstrap(full_preds, preds), note)
+    tta_score, tta_preds = _calibrated_predictions(results["abl_full"], data, tta="full")
+    rows["tta"] = (tta_score, tta_score - full, _paired_bootstrap(tta_preds, full_preds),
+                   "MCC of the full model WITH full TTA; gain = TTA - none")
+    print(f"roadwork ablation: {base.preset} {base.model_overrides}, {base.epochs} epochs, "
+          f"n={_n('roadwork', args)}, {len(runs)} trainings in {train_s:.0f} s "
+          f"({args.jobs} at a time); test MCC@0.5 after calibration on val; gain = with - "
+          f"without, [paired bootstrap 95 % interval]")
+    print(f"  {'part':18s} {'MCC w/o part':>12s} {'measured gain':>14s} {'95 % interval':>18s}"
+          f"  claimed gain (seeds)")
+    for name, (score, gain, (lo, hi), note) in rows.items():
+        print(f"  {name:18s} {score:12.4f} {gain:+14.4f} [{lo:+.3f}, {hi:+.3f}]"
+              f"  {CLAIMS.get(name, '')}  ({note})")
+    return {k: {"mcc": v[0], "gain": v[1], "ci95": v[2]} for k, v in rows.items()}
 
 
 def bench_student(args: argparse.Namespace) -> dict:
-    data, _ = _data("roadwork", args.work, args.n)
-    cfg = _cfg("roadwork", args, preset=args.teacher_preset)
-    teachers = []
+    """Ensemble of ``--members`` bench models (member 0 is the ``roadwork`` benchmark's run,
+    reused from ``--work``) distilled into ``--student-preset`` on one 160 px view."""
+    data, _ = _data("roadwork", args.work, _n("roadwork", args))
+    cfg = _cfg("roadwork", args)
+    # members differ in seed, augmentation strength, learning rate and stochastic depth
+    members = {}
     for k in range(args.members):
-        # members differ in seed, augmentation strength and learning rate
-        member = cfg.replace(seed=args.seed + k, augment=("light", "medium", "heavy")[k % 3],
-                             lr=cfg.lr * (1.0, 0.7, 1.4)[k % 3])
-        run = train(data, args.work / f"teacher_{k}", member)
-        calibrate(run.bundle_dir, data, split="val")
-        teachers.append(run.bundle_dir)
-    teacher_scores = [evaluate(t, data, split="test")["headline"] for t in teachers]
+        change = {} if k == 0 else {
+            "seed": args.seed + k, "augment": ("heavy", "light")[k % 2],
+            "lr": cfg.lr * (0.7, 1.4)[k % 2],
+            "model_overrides": {**cfg.model_overrides, "drop_path_rate": 0.1}}
+        members["roadwork_run" if k == 0 else f"teacher_{k}"] = cfg.replace(**change)
+    teachers = [r.bundle_dir for r in _run_many(data, args, members).values()]
+    teacher_scores = []
+    for t in teachers:
+        calibrate(t, data, split="val")
+        teacher_scores.append(evaluate(t, data, split="test")["headline"])
     ens = _ensemble_mcc(teachers, data)
-    student_cfg = cfg.replace(preset=args.student_preset,
-                              model_overrides=STUDENT_OVERRIDES if args.student_preset.endswith(
-                                  "_tiny") else {})
+    student_cfg = cfg.replace(preset=args.student_preset, model_overrides={},
+                              epochs=args.student_epochs or cfg.epochs)
     st = distill(teachers, data, args.work / "student", student_cfg)
     calibrate(st.bundle_dir, data, split="val")
     s_score = evaluate(st.bundle_dir, data, split="test")["headline"]
     t_lat = sum(_latency(t, data) for t in teachers)
     s_lat = _latency(st.bundle_dir, data)
-    print(f"student: ensemble of {len(teachers)} x {args.teacher_preset} -> {args.student_preset}")
+    print(f"student: ensemble of {len(teachers)} x {cfg.preset} {cfg.model_overrides} -> "
+          f"{args.student_preset} ({student_cfg.epochs} epochs of distillation)")
     print(f"  members MCC {[round(s, 4) for s in teacher_scores]}, ensemble MCC {ens:.4f}, "
           f"student MCC {s_score:.4f} (kept {s_score / ens if ens else float('nan'):.1%})")
     print(f"  latency per image: ensemble {t_lat * 1e3:.2f} ms, student {s_lat * 1e3:.2f} ms, "
           f"speed-up {t_lat / s_lat:.2f}x")
-    return {"ensemble_mcc": ens, "student_mcc": s_score, "speedup": t_lat / s_lat}
+    return {"member_mcc": teacher_scores, "ensemble_mcc": ens, "student_mcc": s_score,
+            "kept": s_score / ens if ens else None, "speedup": t_lat / s_lat}
 
 
 def _ensemble_mcc(bundles: list[Path], data: Path) -> float:
@@ -248,7 +326,7 @@ def _ensemble_mcc(bundles: list[Path], data: Path) -> float:
 
 def bench_pretrained(args: argparse.Namespace) -> dict:
     task = args.task
-    data, _ = _data(task, args.work, args.n)
+    data, _ = _data(task, args.work, _n(task, args))
     out = {}
     for weights in ("random", "imagenet-lite0"):
         # imagenet-lite0 is the *_small presets' default: no override, so that a `lanes` /
@@ -371,9 +449,10 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=sorted(COMMANDS))
     parser.add_argument("--work", type=Path, default=None, help="keep data and runs here")
-    parser.add_argument("--n", type=int, default=600, help="bench data set size")
+    parser.add_argument("--n", type=int, default=None,
+                        help="bench data set size (default: TASK_DEFAULTS)")
     parser.add_argument("--epochs", type=int, default=None, help="default: the bench profile's")
-    parser.add_argument("--preset", default=None, help="model preset (default: <task>_tiny)")
+    parser.add_argument("--preset", default=None, help="model preset (default: <task>_small)")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--crop-size", type=int, default=None, help="lanes training crop")
     parser.add_argument("--patience", type=int, default=None)
@@ -387,9 +466,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--task", choices=("lanes", "roadwork"), default="roadwork",
                         help="throughput / pretrained: which task")
-    parser.add_argument("--members", type=int, default=3, help="student: ensemble size")
-    parser.add_argument("--teacher-preset", default="roadwork_tiny")
-    parser.add_argument("--student-preset", default="roadwork_tiny")
+    parser.add_argument("--members", type=int, default=2, help="student: ensemble size")
+    parser.add_argument("--student-preset", default="roadwork_student")
+    parser.add_argument("--student-epochs", type=int, default=None,
+                        help="student: distillation epochs (default: --epochs)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="ablation / student: trainings at a time, one process each")
     parser.add_argument("--steps", type=int, default=30, help="throughput: steps per run")
     parser.add_argument("--batch-size", type=int, default=16, help="throughput: batch size")
     parser.add_argument("--size", type=int, default=64, help="throughput: image side")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from roadvision.cli import main
 from roadvision.data.contract import read_manifest
+from tests._cli import one_line_error, run_main
 from tests._fixtures import (
     corrupt_jpeg,
     jpeg,
@@ -37,27 +37,6 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                                "COLUMNS": "200"})
 
 
-def _run(capsys, *args: str) -> tuple[int, str, str]:
-    """main() in-process: (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["roadvision", *map(str, args)]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, " ".join(out.split()), err  # rich wraps long lines at the terminal width
-
-
-def _one_line_error(code: int, err: str) -> str:
-    assert code != 0
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture()
@@ -79,19 +58,19 @@ def bad_lanes(tmp_path):
 
 def test_unknown_format(tmp_path):
     result = _cli("data", "import", "--format", "kitti", tmp_path, "--out", tmp_path / "o")
-    line = _one_line_error(result.returncode, result.stderr)
+    line = one_line_error(result.returncode, result.stderr)
     assert "unknown --format 'kitti'" in line and "mmseg, natix, roadwork-coco" in line
 
 
 def test_empty_folder(tmp_path):
     result = _cli("data", "validate", tmp_path)
-    line = _one_line_error(result.returncode, result.stderr)
+    line = one_line_error(result.returncode, result.stderr)
     assert "is empty" in line and "manifest.parquet" in line
 
 
 def test_validate_names_every_problem_by_row_and_column(bad_lanes):
     result = _cli("data", "validate", bad_lanes)
-    line = _one_line_error(result.returncode, result.stderr)
+    line = one_line_error(result.returncode, result.stderr)
     assert "5 problem(s)" in line
     out = result.stdout
     assert "row 1 (id 's001'), column 'image'" in out and "corrupt" in out
@@ -118,11 +97,11 @@ def test_import_round_trip_then_validate(tmp_path, capsys):
     src = write_natix(tmp_path / "n.parquet", [
         {"id": "a", "image": jpeg(1), "label": 1, "gps": "[40.44, -79.99]"},
         {"id": "b", "image": corrupt_jpeg(), "label": 0, "gps": None}])
-    code, out, err = _run(capsys, "data", "import", "--format", "natix", src, "--out",
+    code, out, err = run_main(capsys, "data", "import", "--format", "natix", src, "--out",
                           tmp_path / "o")
     assert code == 0, err
     assert "imported 1 roadwork samples" in out and "corrupt" in out
-    code, out, err = _run(capsys, "data", "validate", tmp_path / "o")
+    code, out, err = run_main(capsys, "data", "validate", tmp_path / "o")
     assert code == 0 and "no problems" in out
 
 
@@ -139,15 +118,15 @@ def test_import_round_trip_then_validate(tmp_path, capsys):
 def test_bad_arguments_give_one_line(tmp_path, capsys, args, needle):
     make_dataset(tmp_path / "ds", n=3, size=(8, 8))
     filled = [a.format(tmp=tmp_path, ds=tmp_path / "ds") for a in args]
-    code, _, err = _run(capsys, *filled)
-    assert needle in _one_line_error(code, err)
+    code, _, err = run_main(capsys, *filled)
+    assert needle in one_line_error(code, err)
 
 
 def test_split_and_weights_commands(tmp_path, capsys):
     make_dataset(tmp_path / "ds", n=12, size=(8, 8))
-    code, out, err = _run(capsys, "data", "split", tmp_path / "ds", "--out", tmp_path / "s")
+    code, out, err = run_main(capsys, "data", "split", tmp_path / "ds", "--out", tmp_path / "s")
     assert code == 0, err
-    code, out, err = _run(capsys, "data", "weights", tmp_path / "s", "--targets",
+    code, out, err = run_main(capsys, "data", "weights", tmp_path / "s", "--targets",
                           "40.0,-80.0", "--out", tmp_path / "w")
     assert code == 0, err
     df = read_manifest(tmp_path / "w")

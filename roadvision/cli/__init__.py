@@ -1,4 +1,5 @@
-"""The ``roadvision`` command line: ``data``, ``model``, ``pipeline`` and ``serve``.
+"""The ``roadvision`` command line: ``data``, ``train``/``calibrate``/``evaluate``/``analyze``/
+``distill``, ``model``, ``pipeline`` and ``serve``.
 
 Every command answers bad input with one readable line on stderr and a non-zero exit code;
 set ``ROADVISION_DEBUG=1`` to see the full traceback instead.
@@ -25,7 +26,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 # Optional groups: each imports heavy libraries (torch, kfp, kserve) only when it is used.
-for _module, _name in (("model", "model"), ("pipeline", "pipeline"), ("serve", "serve")):
+for _module in ("ml", "model", "pipeline", "serve"):
     try:
         _mod = __import__(f"roadvision.cli.{_module}", fromlist=["register"])
     except ModuleNotFoundError as _exc:

@@ -1,0 +1,221 @@
+"""``roadvision train | calibrate | evaluate | analyze | distill``: the ML core on the command line.
+
+Each command works over a data set folder (the data contract) and a model bundle folder
+(``config.json`` + ``weights.safetensors``). Training and distillation start from a profile of
+``roadvision.training.PROFILES`` (``tiny`` for tests, ``bench`` for the benchmarks, ``demo``,
+``full`` for GPU nodes); options and ``--set KEY=VALUE`` override its fields. A run folder that
+holds a checkpoint resumes from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from roadvision.errors import UserError
+
+console = Console()
+
+_PROFILE_HELP = "training profile: tiny, bench, demo or full"
+_SET_HELP = ("TrainConfig field KEY=VALUE (repeatable; VALUE is JSON where it parses), e.g. "
+             "--set augment=heavy --set 'model_overrides={\"view_size\": 128}'")
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ML commands to the root app (called by ``roadvision.cli``)."""
+    root.command("train")(train)
+    root.command("calibrate")(calibrate)
+    root.command("evaluate")(evaluate)
+    root.command("analyze")(analyze)
+    root.command("distill")(distill)
+
+
+def _dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise UserError(f"{what} {path} is not a directory")
+    return path
+
+
+def _bundle(path: Path) -> Path:
+    if not (_dir(path, "bundle") / "config.json").is_file():
+        raise UserError(f"{path} is not a model bundle (no config.json); a training run writes "
+                        f"its bundle to RUN_DIR/bundle")
+    return path
+
+
+def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
+    from dataclasses import fields
+
+    from roadvision.training import TrainConfig
+
+    valid = {f.name for f in fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    for item in sets or []:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in valid:
+            raise UserError(f"--set {key}: unknown training option; valid: {sorted(valid)}")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text  # plain strings need no JSON quotes: --set augment=heavy
+    return values
+
+
+def _config(data_dir: Path, profile: str, sets: list[str] | None, **options: Any):
+    """The run's ``TrainConfig``: the profile, then the options that were given, then --set."""
+    from roadvision.data.contract import read_info
+    from roadvision.training import TrainConfig
+
+    task = read_info(_dir(data_dir, "data set")).task
+    cfg = TrainConfig.for_profile(profile, task, **options)
+    changes = _parse_sets(sets)
+    if changes.get("model_overrides"):
+        changes["model_overrides"] = {**cfg.model_overrides, **changes["model_overrides"]}
+    try:
+        return cfg.replace(**changes) if changes else cfg
+    except (TypeError, ValueError) as exc:  # e.g. --set epochs=many
+        raise UserError(f"--set: {exc}") from None
+
+
+def _report_run(result: Any, calibrate_after: bool, data_dir: Path) -> None:
+    from roadvision.evaluation import calibrate as calibrate_bundle
+
+    stop = "stopped early" if result.stopped_early else "ran all epochs"
+    console.print(f"[green]trained[/] {len(result.history)} epochs ({stop}); best val metric "
+                  f"{result.best_metric:.4f} at epoch {result.best_epoch}")
+    if calibrate_after:
+        _print_calibration(calibrate_bundle(result.bundle_dir, data_dir, split="val"))
+    console.print(f"bundle: {result.bundle_dir}")
+
+
+def _print_calibration(report: dict[str, Any]) -> None:
+    if "temperature" in report and "logit_bias" in report:
+        console.print(f"calibrated on {report['split']} (n={report['n']}): temperature "
+                      f"{report['temperature']:.3f}, logit bias {report['logit_bias']:.3f}; "
+                      f"ECE {report['ece_before']:.4f} -> {report['ece_after']:.4f}, "
+                      f"MCC@0.5 {report['mcc_before']:.4f} -> {report['mcc_after']:.4f}")
+    else:
+        summary = {k: v for k, v in report.items() if isinstance(v, int | float | str)}
+        console.print(f"calibrated: {summary}")
+
+
+def train(
+    data_dir: Path = typer.Argument(..., help="data set folder with a train/val split"),
+    run_dir: Path = typer.Argument(..., help="run folder: checkpoint, history, bundle/"),
+    profile: str = typer.Option("full", help=_PROFILE_HELP),
+    preset: str | None = typer.Option(None, help="model preset (default: the profile's)"),
+    epochs: int | None = typer.Option(None, min=1),
+    batch_size: int | None = typer.Option(None, min=1),
+    lr: float | None = typer.Option(None, help="peak learning rate"),
+    seed: int | None = typer.Option(None),
+    device: str | None = typer.Option(None, help="auto, cpu or cuda[:N]"),
+    sets: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    calibrate_after: bool = typer.Option(True, "--calibrate/--no-calibrate",
+                                         help="fit temperature and bias on val afterwards"),
+) -> None:
+    """Train a model; the test split is never read. Re-running resumes from the checkpoint."""
+    from roadvision.training import train as train_model
+
+    cfg = _config(data_dir, profile, sets, preset=preset, epochs=epochs, batch_size=batch_size,
+                  lr=lr, seed=seed, device=device)
+    console.print(f"training {cfg.preset} on {data_dir} (profile {profile}, {cfg.epochs} "
+                  f"epochs max) into {run_dir}")
+    _report_run(train_model(data_dir, run_dir, cfg), calibrate_after, data_dir)
+
+
+def distill(
+    data_dir: Path = typer.Argument(..., help="data set folder with a train/val split"),
+    run_dir: Path = typer.Argument(..., help="the student's run folder"),
+    teacher: list[Path] = typer.Option(..., "--teacher",
+                                       help="teacher bundle folder (repeat for an ensemble)"),
+    preset: str | None = typer.Option(None, help="student preset (default: <task>_student "
+                                                 "for roadwork, the profile's for lanes)"),
+    profile: str = typer.Option("full", help=_PROFILE_HELP),
+    epochs: int | None = typer.Option(None, min=1),
+    alpha: float | None = typer.Option(None, help="weight of the hard loss (0-1)"),
+    temperature: float | None = typer.Option(None, help="softening temperature T"),
+    sets: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    calibrate_after: bool = typer.Option(True, "--calibrate/--no-calibrate"),
+) -> None:
+    """Distil an ensemble of teacher bundles into one smaller student."""
+    from roadvision.data.contract import read_info
+    from roadvision.training import distill as distill_model
+
+    teachers = [_bundle(t) for t in teacher]
+    if preset is None and read_info(_dir(data_dir, "data set")).task == "roadwork":
+        preset = "roadwork_student"
+    cfg = _config(data_dir, profile, sets, preset=preset, epochs=epochs, distill_alpha=alpha,
+                  distill_temperature=temperature)
+    console.print(f"distilling {len(teachers)} teacher(s) into {cfg.preset} in {run_dir}")
+    _report_run(distill_model(teachers, data_dir, run_dir, cfg), calibrate_after, data_dir)
+
+
+def calibrate(
+    bundle_dir: Path = typer.Argument(..., help="model bundle folder"),
+    data_dir: Path = typer.Argument(..., help="data set folder"),
+    split: str = typer.Option("val", help="split to fit on (never test)"),
+) -> None:
+    """Fit temperature (and, for roadwork, a logit bias) and store them in the bundle."""
+    from roadvision.evaluation import calibrate as calibrate_bundle
+
+    _print_calibration(calibrate_bundle(_bundle(bundle_dir), _dir(data_dir, "data set"),
+                                        split=split))
+
+
+def evaluate(
+    bundle_dir: Path = typer.Argument(..., help="model bundle folder"),
+    data_dir: Path = typer.Argument(..., help="data set folder"),
+    split: str = typer.Option("test", help="split to score (train, val or test)"),
+    tta: str = typer.Option("none", help="none, flip or full"),
+    protocol: str | None = typer.Option(None, help="natix: 224 px JPEG, no metadata, 4 levels"),
+    out: Path | None = typer.Option(None, help="write metrics.json and predictions.parquet"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+) -> None:
+    """Score a bundle: roadwork MCC@0.5, accuracy, F1, AUROC, ECE; lanes per-class IoU, mIoU."""
+    from roadvision.evaluation import evaluate as evaluate_bundle
+
+    result = evaluate_bundle(_bundle(bundle_dir), _dir(data_dir, "data set"), split=split,
+                             tta=tta, protocol=protocol, out_dir=out)
+    if as_json:
+        typer.echo(json.dumps(result["metrics"], indent=2, default=str))
+        return
+    headline = "MCC@0.5" if result["task"] == "roadwork" else "mIoU without background"
+    console.print(f"{result['task']} on {split} (n={result['n']}, tta {tta}"
+                  f"{', protocol ' + protocol if protocol else ''}): {headline} "
+                  f"[bold]{result['headline']:.4f}[/]")
+    for name, value in result["metrics"].items():
+        if isinstance(value, int | float):
+            console.print(f"  {name:24s} {value:.4f}")
+        elif isinstance(value, dict) and all(isinstance(v, int | float | None)
+                                             for v in value.values()):
+            shown = {k: None if v is None else round(v, 4) for k, v in value.items()}
+            console.print(f"  {name:24s} {shown}")
+    if out is not None:
+        console.print(f"wrote {out / 'metrics.json'} and {out / 'predictions.parquet'}")
+
+
+def analyze(
+    bundle_dir: Path = typer.Argument(..., help="model bundle folder"),
+    data_dir: Path = typer.Argument(..., help="data set folder"),
+    out: Path = typer.Option(..., help="report folder: report.html, failures.csv, metrics"),
+    split: str = typer.Option("test", help="split to analyse"),
+    tta: str = typer.Option("none", help="none, flip or full"),
+    max_gallery: int = typer.Option(12, min=0, help="worst cases shown with overlays"),
+) -> None:
+    """Error analysis: every failure with its metadata, sliced metrics and an HTML report."""
+    import pandas as pd
+
+    from roadvision.evaluation.error_analysis import error_analysis
+
+    report = error_analysis(_bundle(bundle_dir), _dir(data_dir, "data set"), out, split=split,
+                            tta=tta, max_gallery=max_gallery)
+    failures = pd.read_csv(report.parent / "failures.csv")
+    console.print(f"{len(failures)} failures listed in {report.parent / 'failures.csv'}")
+    console.print(f"report: {report}")

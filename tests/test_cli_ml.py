@@ -1,0 +1,90 @@
+"""``roadvision train | calibrate | evaluate | analyze | distill`` on tiny data (tiny profile):
+each writes what it says, and bad input gets one readable line, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from roadvision.models.bundle import load_bundle
+from tests._cli import one_line_error, run_main
+from tests._training import make_lanes, make_roadwork
+
+
+@pytest.fixture(scope="module")
+def roadwork_data(tmp_path_factory):
+    return make_roadwork(tmp_path_factory.mktemp("rw") / "data", n=32)
+
+
+def test_train_evaluate_analyze_distill_roadwork(roadwork_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_main(capsys, "train", roadwork_data, run, "--profile", "tiny",
+                              "--set", "augment=none", "--set", 'model_overrides={"dropout": 0}')
+    assert code == 0, err
+    bundle = run / "bundle"
+    assert f"bundle: {bundle}" in out and "calibrated on val" in out
+    model = load_bundle(bundle)
+    assert model.cfg.dropout == 0  # --set merged into the preset's config
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["augment"] == "none" and saved["epochs"] == 2  # tiny profile's epochs
+    assert "calibration" in json.loads((bundle / "config.json").read_text())["extra"]
+
+    code, out, err = run_main(capsys, "evaluate", bundle, roadwork_data, "--json")
+    assert code == 0, err
+    metrics = json.loads(out)
+    assert {"mcc", "accuracy", "auroc", "ece"} <= set(metrics)
+    assert -1.0 <= metrics["mcc"] <= 1.0
+
+    report_dir = tmp_path / "report"
+    code, out, err = run_main(capsys, "analyze", bundle, roadwork_data, "--out", report_dir)
+    assert code == 0, err
+    assert (report_dir / "report.html").is_file() and (report_dir / "failures.csv").is_file()
+    assert "failures listed" in out
+
+    student = tmp_path / "student"
+    code, out, err = run_main(capsys, "distill", roadwork_data, student, "--teacher", bundle,
+                              "--profile", "tiny", "--preset", "roadwork_tiny",
+                              "--set", 'model_overrides={"embed_dim": 16, "num_heads": 2}')
+    assert code == 0, err
+    student_model = load_bundle(student / "bundle")
+    assert student_model.cfg.embed_dim == 16
+    extra = json.loads((student / "bundle" / "config.json").read_text())["extra"]
+    assert extra["distillation"]["teachers"] == ["bundle"]
+
+
+def test_train_and_evaluate_lanes_with_tta(tmp_path, capsys):
+    data = make_lanes(tmp_path / "lanes", n=10)
+    code, out, err = run_main(capsys, "train", data, tmp_path / "run", "--profile", "tiny",
+                              "--epochs", "1", "--no-calibrate")
+    assert code == 0, err
+    assert "calibrated" not in out
+    code, out, err = run_main(capsys, "evaluate", tmp_path / "run" / "bundle", data, "--tta",
+                              "flip", "--out", tmp_path / "eval")
+    assert code == 0, err
+    assert "mIoU without background" in out and "per_class_iou" in out
+    assert (tmp_path / "eval" / "predictions.parquet").is_file()
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--set", "colour=red"], "--set colour: unknown training option"),
+    (["--set", "epochs"], "expected KEY=VALUE"),
+    (["--set", "epochs=many"], "--set:"),
+    (["--profile", "huge"], "unknown training profile 'huge'"),
+])
+def test_train_bad_options_give_one_line(roadwork_data, tmp_path, capsys, args, needle):
+    code, _, err = run_main(capsys, "train", roadwork_data, tmp_path / "run", *args)
+    assert needle in one_line_error(code, err)
+    assert not (tmp_path / "run").exists()  # nothing started
+
+
+def test_commands_name_a_missing_bundle_or_data_set(roadwork_data, tmp_path, capsys):
+    code, _, err = run_main(capsys, "evaluate", tmp_path, roadwork_data)
+    assert "is not a model bundle" in one_line_error(code, err)
+    code, _, err = run_main(capsys, "train", tmp_path / "nope", tmp_path / "run")
+    assert "data set" in one_line_error(code, err) and "nope" in err
+    code, _, err = run_main(capsys, "distill", roadwork_data, tmp_path / "s", "--teacher",
+                            tmp_path / "missing")
+    assert "missing is not a directory" in one_line_error(code, err)
+    code, _, err = run_main(capsys, "calibrate", tmp_path, roadwork_data)
+    assert "is not a model bundle" in one_line_error(code, err)
