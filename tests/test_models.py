@@ -145,7 +145,7 @@ def test_padded_views_do_not_change_prediction():
 
 
 def test_view_pruning_keeps_top_k_and_global():
-    pruning = ViewPruning(dim=4, k=2, keep_global=True)
+    pruning = ViewPruning(dim=4, k=2, keep_global=True).eval()
     with torch.no_grad():
         pruning.scorer[0].weight.fill_(1.0)
         pruning.scorer[0].bias.zero_()
@@ -160,11 +160,25 @@ def test_view_pruning_keeps_top_k_and_global():
     kept.sum().backward()
     assert pruning.scorer[1].weight.grad.abs().sum() > 0  # the scorer learns through the gate
 
-    no_global = ViewPruning(dim=4, k=2, keep_global=False)
+    no_global = ViewPruning(dim=4, k=2, keep_global=False).eval()
     no_global.load_state_dict(pruning.state_dict())
     assert no_global(tokens, torch.ones(1, 5, dtype=torch.bool))[2].tolist() == [[2, 3]]
     # k >= V keeps every view
     assert ViewPruning(4, k=8)(tokens, torch.ones(1, 5, dtype=torch.bool))[0].shape[1] == 5
+
+
+def test_view_pruning_samples_views_in_training_and_is_exact_in_eval():
+    torch.manual_seed(0)
+    pruning = ViewPruning(dim=8, k=2, keep_global=True)
+    tokens, mask = torch.randn(1, 6, 8), torch.ones(1, 6, dtype=torch.bool)
+    with torch.no_grad():
+        scores = pruning.scorer(tokens).squeeze(-1)[0, 1:]
+    seen = {tuple(pruning(tokens, mask)[2][0].tolist()) for _ in range(300)}
+    assert all(index[0] == 0 for index in seen)  # the global view is always kept
+    assert {index[1] for index in seen} == {1, 2, 3, 4, 5}  # every view gets its chance
+    pruning.eval()
+    best = int(scores.argmax()) + 1
+    assert {tuple(pruning(tokens, mask)[2][0].tolist()) for _ in range(20)} == {(0, best)}
 
 
 def test_gated_attention_gate_in_unit_interval_and_switchable():

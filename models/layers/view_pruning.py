@@ -2,8 +2,9 @@
 
 Hard top-k selection has no gradient, so the kept tokens are also multiplied by
 ``sigmoid(score)``: the scorer learns from the loss through that factor (views that help the
-prediction get their score raised), in the spirit of DynamicViT-style token pruning but without
-the Gumbel machinery. Padded views (``view_mask`` False) are never preferred over real ones, and
+prediction get their score raised), in the spirit of DynamicViT-style token pruning. In training
+the selection is sampled (Gumbel-top-k) so that low-ranked views are still kept now and then
+and can earn a higher score; in eval it is the deterministic top-k. Padded views (``view_mask`` False) are never preferred over real ones, and
 with ``keep_global`` the global view (index 0) always survives, because small images have only
 that view and it alone shows the whole scene.
 """
@@ -40,8 +41,15 @@ class ViewPruning(nn.Module):
         if self.scorer is None:
             return tokens, view_mask, index, torch.zeros(b, v, device=tokens.device)
         scores = self.scorer(tokens).squeeze(-1)  # [B, V]
+        key = scores.detach()
+        if self.training:
+            # Gumbel-top-k: sample k views without replacement in proportion to softmax(score).
+            # A plain top-k never keeps a view the scorer ranks low, so that view's score never
+            # gets a gradient and an early bad ranking sticks; eval keeps the exact top-k.
+            uniform = torch.rand_like(key).clamp_(1e-6, 1.0 - 1e-6)
+            key = key - torch.log(-torch.log(uniform))
         # Selection key: padded views last, the global view first when it must be kept.
-        key = scores.detach().masked_fill(~view_mask, float("-inf"))
+        key = key.masked_fill(~view_mask, float("-inf"))
         if self.keep_global:
             key[:, 0] = float("inf")
         k = min(self.k, v)

@@ -16,6 +16,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from roadvision.cli._options import parse_sets
 from roadvision.errors import UserError
 
 console = Console()
@@ -52,15 +53,9 @@ def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
 
     from roadvision.training import TrainConfig
 
-    valid = {f.name for f in fields(TrainConfig)}
     values: dict[str, Any] = {}
-    for item in sets or []:
-        key, sep, text = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        if key not in valid:
-            raise UserError(f"--set {key}: unknown training option; valid: {sorted(valid)}")
+    for key, text in parse_sets(sets, (f.name for f in fields(TrainConfig)),
+                                "training option").items():
         try:
             values[key] = json.loads(text)
         except json.JSONDecodeError:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from roadvision.cli._options import parse_sets
 from roadvision.errors import UserError
 
 app = typer.Typer(help="Compile, run (locally) and submit the training pipeline.",
@@ -38,14 +39,8 @@ def build_params(preset: str, task: str, sets: list[str] | None, **shortcuts: ob
 
     kinds = {f.name: type(f.default) for f in dataclasses.fields(RunParams)}
     values: dict[str, object] = {k: v for k, v in shortcuts.items() if v is not None}
-    for item in sets or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        if key not in kinds:
-            raise UserError(f"--set {key}: unknown pipeline parameter; valid: {sorted(kinds)}")
-        values[key] = _coerce(key, value, kinds[key])
+    for key, text in parse_sets(sets, kinds, "pipeline parameter").items():
+        values[key] = _coerce(key, text, kinds[key])
     return from_preset(preset, task=task, **values)
 
 
