@@ -4,9 +4,10 @@ Hard top-k selection has no gradient, so the kept tokens are also multiplied by
 ``sigmoid(score)``: the scorer learns from the loss through that factor (views that help the
 prediction get their score raised), in the spirit of DynamicViT-style token pruning. In training
 the selection is sampled (Gumbel-top-k) so that low-ranked views are still kept now and then
-and can earn a higher score; in eval it is the deterministic top-k. Padded views (``view_mask`` False) are never preferred over real ones, and
-with ``keep_global`` the global view (index 0) always survives, because small images have only
-that view and it alone shows the whole scene.
+and can earn a higher score; in eval it is the deterministic top-k. Padded views
+(``view_mask`` False) are never preferred over real ones, and with ``keep_global`` the global
+view (index 0) always survives, because small images have only that view and it alone shows
+the whole scene.
 """
 
 from __future__ import annotations
