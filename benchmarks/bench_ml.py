@@ -274,7 +274,7 @@ def bench_ablation(args: argparse.Namespace) -> dict:
           f"n={_n('roadwork', args)}, {len(runs)} trainings in {train_s:.0f} s "
           f"({args.jobs} at a time); test MCC@0.5 after calibration on val; gain = with - "
           f"without, [paired bootstrap 95 % interval]")
-    if _views_per_image(data, base) == 1:
+    if _views_per_image(data, results["abl_full"].bundle_dir) == 1:
         print("  NOTE: these images give the model ONE view (longer side <= 2 x view_size), so "
               "view pruning, gated fusion and the consistency loss have nothing to act on: "
               "their rows differ from the full model only by initialisation and random "
@@ -287,21 +287,21 @@ def bench_ablation(args: argparse.Namespace) -> dict:
     return {k: {"mcc": v[0], "gain": v[1], "ci95": v[2]} for k, v in rows.items()}
 
 
-def _views_per_image(data: Path, cfg: TrainConfig) -> int:
-    """Views the model cuts from the data set's largest image (1 = global view only)."""
+def _views_per_image(data: Path, bundle: Path) -> int:
+    """Views the bundle's model cuts from the data set's largest image (1 = global view only)."""
     from roadvision.data.contract import read_manifest
-    from roadvision.data.multiview import MIN_SIDE_FOR_TILES
-    from roadvision.models import create_model
+    from roadvision.data.multiview import view_count
+    from roadvision.models.bundle import read_bundle_config
 
     manifest = read_manifest(data)
-    longest = int(max(manifest["width"].max(), manifest["height"].max()))
-    model_cfg = create_model(cfg.preset, **cfg.model_overrides).cfg
-    return 1 if longest <= MIN_SIDE_FOR_TILES * model_cfg.view_size else model_cfg.num_views
+    model_cfg = read_bundle_config(bundle)["model_config"]
+    return view_count(int(manifest["width"].max()), int(manifest["height"].max()),
+                      model_cfg["view_size"], model_cfg["num_views"])
 
 
 def bench_student(args: argparse.Namespace) -> dict:
     """Ensemble of ``--members`` bench models (member 0 is the ``roadwork`` benchmark's run,
-    reused from ``--work``) distilled into ``--student-preset`` on one 160 px view."""
+    reused from ``--work``) distilled into ``--student-preset`` with ``STUDENT_OVERRIDES``."""
     data, _ = _data("roadwork", args.work, _n("roadwork", args))
     cfg = _cfg("roadwork", args)
     # members differ in seed, augmentation strength, learning rate and stochastic depth

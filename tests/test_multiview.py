@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from roadvision.data.multiview import extract_views, view_boxes
+from roadvision.data.multiview import extract_views, view_boxes, view_count
 
 
 def _gradient_image(width: int, height: int) -> np.ndarray:
@@ -58,3 +58,12 @@ def test_bad_input_is_refused() -> None:
         extract_views(np.zeros((10, 10), dtype=np.uint8), 8)
     with pytest.raises(ValueError, match="num_views"):
         extract_views(np.zeros((10, 10, 3), dtype=np.uint8), 8, num_views=13)
+
+
+@pytest.mark.parametrize(("width", "height", "view_size", "num_views"),
+                         [(320, 240, 160, 12), (321, 240, 160, 12), (320, 240, 64, 10),
+                          (4032, 3024, 224, 5)])
+def test_view_count_predicts_extract_views(width, height, view_size, num_views) -> None:
+    image = np.zeros((height, width, 3), np.uint8)
+    expected = len(extract_views(image, view_size, num_views))
+    assert view_count(width, height, view_size, num_views) == expected

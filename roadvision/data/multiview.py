@@ -23,7 +23,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["extract_views", "view_boxes", "MIN_SIDE_FOR_TILES"]
+__all__ = ["extract_views", "view_boxes", "view_count", "MIN_SIDE_FOR_TILES"]
 
 #: An image whose longer side is at most ``MIN_SIDE_FOR_TILES * view_size`` gives one view.
 MIN_SIDE_FOR_TILES = 2.0
@@ -58,6 +58,11 @@ def _grid_start(index: int, length: int, tile: int) -> int:
     return int(round(index * (length - tile) / (GRID - 1)))
 
 
+def view_count(width: int, height: int, view_size: int, num_views: int = 12) -> int:
+    """How many views ``extract_views`` cuts from a ``width`` x ``height`` image."""
+    return 1 if max(width, height) <= MIN_SIDE_FOR_TILES * view_size else num_views
+
+
 def extract_views(image: np.ndarray, view_size: int, num_views: int = 12) -> np.ndarray:
     """Cut ``image`` (HxWx3 uint8) into ``[V, view_size, view_size, 3]`` uint8 views.
 
@@ -69,9 +74,7 @@ def extract_views(image: np.ndarray, view_size: int, num_views: int = 12) -> np.
     if not 1 <= num_views <= 12:
         raise ValueError(f"num_views must be between 1 and 12, not {num_views}")
     height, width = image.shape[:2]
-    if max(width, height) <= MIN_SIDE_FOR_TILES * view_size:
-        num_views = 1
-    boxes = view_boxes(width, height, num_views)
+    boxes = view_boxes(width, height, view_count(width, height, view_size, num_views))
     # Shrink once by the largest integer factor that keeps every box >= view_size pixels.
     smallest_side = min(min(x1 - x0, y1 - y0) for x0, y0, x1, y1 in boxes)
     factor = max(1, smallest_side // view_size)
