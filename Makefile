@@ -39,4 +39,29 @@ lint: $(STAMP)
 	$(VENV)/bin/yamllint -s manifests helm/roadvision/values.yaml
 
 clean:
-	rm -rf .roadvision .pytest_cache build *.egg-info
+	rm -rf .pytest_cache build *.egg-info  # the registry and runs live in $$ROADVISION_HOME, not here
+
+# -- images: podman, no Docker engine (docs/deploy.md "Building the images with podman") -----
+#   make images       build the CPU serve + train images (base from debootstrap, cached)
+#   make image-test   build or reuse them, then run them as a cluster would (tests/image/)
+IMAGE_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/roadvision-images
+BASE_IMAGE_LOCAL ?= roadvision-base:bookworm
+SERVE_IMAGE ?= roadvision-serve:cpu
+TRAIN_IMAGE ?= roadvision-train:cpu
+# Host folder with the CPU torch 2.13.0 wheel; empty: found in pip's find-links, else the index.
+TORCH_WHEELS_DIR ?=
+# Extra podman build arguments, e.g. IMAGE_BUILD_ARGS=--no-cache for a cold build.
+IMAGE_BUILD_ARGS ?=
+IMAGE_ENV = IMAGE_CACHE="$(IMAGE_CACHE)" BASE_IMAGE_LOCAL="$(BASE_IMAGE_LOCAL)" \
+	SERVE_IMAGE="$(SERVE_IMAGE)" TRAIN_IMAGE="$(TRAIN_IMAGE)" \
+	TORCH_WHEELS_DIR="$(TORCH_WHEELS_DIR)" IMAGE_BUILD_ARGS="$(IMAGE_BUILD_ARGS)"
+
+.PHONY: images image-test
+
+images:
+	bash scripts/images/deps.sh
+	$(IMAGE_ENV) bash scripts/images/build.sh
+
+image-test: $(STAMP) images
+	$(IMAGE_ENV) ROADVISION_IMAGE_TEST=1 ROADVISION_QUIET=1 \
+		$(PY) -m pytest -q -p no:cacheprovider tests/image $(PYTEST_ARGS)

@@ -15,6 +15,8 @@ COMMANDS: dict[str, list[str]] = {
     "data": ["benchmarks.bench_data"],
     "models": ["benchmarks.bench_models"],
     "serving": ["benchmarks.bench_serving"],
+    "reliability": ["benchmarks.bench_reliability"],
+    "registry": ["benchmarks.bench_registry"],
     "pipeline": ["benchmarks.bench_pipeline"],
     "ml-throughput": ["benchmarks.bench_ml", "throughput"],
     "ml-lanes": ["benchmarks.bench_ml", "lanes"],

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 from torch import nn
 
 import roadvision
@@ -49,6 +50,17 @@ FORMAT = "roadvision-bundle"
 FORMAT_VERSION = 1
 
 
+def _read_file(root: Path, name: str) -> bytes | None:
+    """A bundle file's bytes, never through a symbolic link out of (or within) the bundle
+    folder (``roadvision.data.confine``); None when it does not exist."""
+    from roadvision.data.confine import PathRefused, read_confined
+
+    try:
+        return read_confined(root, name)
+    except PathRefused as exc:
+        raise UserError(f"{root}: {exc}") from None
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically, so a reader never sees half a config."""
     tmp = path.with_suffix(".json.tmp")
@@ -68,7 +80,9 @@ def save_bundle(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | N
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+    # written aside and renamed: a run killed mid-save keeps the previous best bundle readable
+    tmp_weights = out / (WEIGHTS_FILE + ".tmp")
+    save_file(state, str(tmp_weights), metadata={"format": "pt"})
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -83,6 +97,7 @@ def save_bundle(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | N
         json.dumps(config)
     except TypeError as exc:
         raise UserError(f"save_bundle: extra metadata is not JSON-serialisable ({exc})") from exc
+    os.replace(tmp_weights, out / WEIGHTS_FILE)
     _write_json(out / CONFIG_FILE, config)
     return out
 
@@ -93,12 +108,15 @@ def read_bundle_config(path: str | Path) -> dict[str, Any]:
     if not root.is_dir():
         raise UserError(f"{path}: not a bundle directory")
     cfg_path = root / CONFIG_FILE
-    if not cfg_path.is_file():
+    data = _read_file(root, CONFIG_FILE)
+    if data is None:
         raise UserError(f"{path}: no {CONFIG_FILE} (is this a roadvision bundle?)")
     try:
-        config = json.loads(cfg_path.read_text())
+        config = json.loads(data)
     except json.JSONDecodeError as exc:
         raise UserError(f"{cfg_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{cfg_path}: not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise UserError(f"{cfg_path}: not a {FORMAT} config")
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
@@ -125,11 +143,17 @@ def update_bundle_config(path: str | Path, extra: dict[str, Any] | None = None,
 
 def bundle_version(path: str | Path) -> str:
     """First 12 hex digits of the sha256 of the bundle's weights file."""
-    weights = Path(path) / WEIGHTS_FILE
-    if not weights.is_file():
+    from roadvision.data.confine import PathRefused, open_confined
+
+    try:
+        fd = open_confined(Path(path), WEIGHTS_FILE)
+    except PathRefused as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if fd is None:
         raise UserError(f"{path}: no {WEIGHTS_FILE}")
+    os.set_blocking(fd, True)
     digest = hashlib.sha256()
-    with open(weights, "rb") as handle:
+    with os.fdopen(fd, "rb") as handle:  # streamed: weights can be hundreds of MB
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()[:12]
@@ -142,10 +166,11 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> nn.Modu
     cfg = ModelConfig.from_dict(config["model_config"])
     model = cls(cfg, load_pretrained=False)
     weights = Path(path) / WEIGHTS_FILE
-    if not weights.is_file():
+    data = _read_file(Path(path), WEIGHTS_FILE)
+    if data is None:
         raise UserError(f"{path}: no {WEIGHTS_FILE}")
     try:
-        state = load_file(str(weights), device="cpu")
+        state = load_safetensors(data)
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{weights}: unreadable safetensors file ({exc})") from exc
     try:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from roadvision.errors import UserError
@@ -29,6 +30,15 @@ def _groups(model: nn.Module, samples: list[dict], batch_size: int) -> list[list
     return [g[i:i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
 
 
+def _pad_lanes(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Pad a [B, 3, H, W] tile up to ``size`` on each short side (zeros = the mean colour after
+    normalisation, as TTA pads shrunk copies). A tile smaller than the model's input would
+    otherwise reach the deepest stage as 1x1 features, where GroupNorm has one value per
+    group and fails; the padded part is cropped off the output again."""
+    pad_h, pad_w = max(0, size - image.shape[-2]), max(0, size - image.shape[-1])
+    return F.pad(image, (0, pad_w, 0, pad_h)) if pad_h or pad_w else image
+
+
 def predict_proba(
     model: nn.Module, samples: list[dict[str, torch.Tensor]], tta: str = "none",
     batch_size: int = 32,
@@ -44,7 +54,13 @@ def predict_proba(
     out: list[torch.Tensor | None] = [None] * len(samples)
     try:
         for group in _groups(model, samples, batch_size):
-            probs = run_tta(model, collate([samples[i] for i in group]), tta).cpu()
+            batch = collate([samples[i] for i in group])
+            if model.cfg.task == "lanes":
+                height, width = batch["image"].shape[-2:]
+                batch["image"] = _pad_lanes(batch["image"], int(model.cfg.input_size))
+                probs = run_tta(model, batch, tta)[..., :height, :width].cpu()
+            else:
+                probs = run_tta(model, batch, tta).cpu()
             for i, p in zip(group, probs, strict=True):
                 out[i] = p
     finally:

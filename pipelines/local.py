@@ -6,9 +6,9 @@ step as a subprocess of this interpreter, where roadvision is installed; the com
 nothing (see ``components/_base.py``), so no step touches a package index. kfp.local ignores
 the Kubernetes settings (GPU, node selector, toleration, Secrets, retries) with a warning.
 
-Outputs go under ``.roadvision/pipeline_runs/<run>/<task>/``; kfp.local's own chatter (the
-executor input of every step) goes to ``pipeline.log`` in the run folder, and one line per step
-is echoed to the console.
+Outputs go under ``$ROADVISION_HOME/pipeline_runs/<run>/<task>/`` (``roadvision_home()``);
+kfp.local's own chatter (the executor input of every step) goes to ``pipeline.log`` in the run
+folder, and one line per step is echoed to the console.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
     result says which failed), only on bad parameters.
 
     ``pipeline_file``: a compiled pipeline YAML to run (default: compile the current code into
-    the run folder first). ``root``: where runs go (default ``.roadvision/pipeline_runs``).
+    the run folder first). ``root``: where runs go (default ``$ROADVISION_HOME/pipeline_runs``).
     ``cache``: reuse outputs of steps whose inputs did not change (KFP caching, as on a
     cluster: register, gate and promote never cache); the cache lives under ``root``.
     """

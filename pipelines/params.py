@@ -52,7 +52,8 @@ class RunParams:
     min_slice_size: int = 20  # gate: smaller slices are reported, not judged
     model_name: str = ""  # "" = the task name ("roadwork"/"lanes"), what serving expects
     experiment: str = "roadvision"  # MLflow experiment
-    mlflow_tracking_uri: str = ""  # "" = MLFLOW_TRACKING_URI or the local SQLite store
+    # "" = MLFLOW_TRACKING_URI or the local SQLite store (refused on a cluster: check_params)
+    mlflow_tracking_uri: str = ""
     s3_endpoint_url: str = ""  # MinIO / S3-compatible endpoint for s3:// data URIs
     seed: int = 0
 

@@ -7,7 +7,9 @@
 3. Starts the predictor on the ``@champion`` (with a Redis cache when ``redis-server`` is
    installed), sends the same image twice (a cache miss, then a hit) and prints the answers.
 
-Everything lands under ``.roadvision/`` (``ROADVISION_HOME`` moves it). Flags:
+Everything lands in the roadvision home, ``~/.cache/roadvision`` (``$XDG_CACHE_HOME/roadvision``
+when that is set; ``ROADVISION_HOME`` moves it), so a second demo from any folder finds the same
+registry. Flags:
 ``--task lanes``, ``--preset tiny`` (faster), ``--no-serve`` (stop after the pipeline).
 """
 

@@ -8,13 +8,18 @@ never unpickles code.
 
 Aliases replace MLflow's old stages: ``challenger`` is the latest registered candidate,
 ``champion`` the model in production. Every alias change leaves audit tags (who, when, why) on the
-version and appends to the registered model's ``roadvision.audit_log`` so that ``rollback`` can
-find the previous champion.
+version and one audit entry on the registered model (``roadvision.audit.<seq>``), and champion
+changes extend ``roadvision.champion_history`` so that ``rollback`` can find the previous
+champion.
 
 Where the store lives (default, no server needed): ``MLFLOW_TRACKING_URI`` when set, else a SQLite
-file ``.roadvision/mlflow.db`` with artifacts under ``.roadvision/mlartifacts``
-(``ROADVISION_HOME`` moves the ``.roadvision`` folder). A remote tracking server and an S3
-artifact store (``MLFLOW_S3_ENDPOINT_URL`` + AWS credentials) work through MLflow's own env vars.
+file ``mlflow.db`` with artifacts under ``mlartifacts/`` in the roadvision home
+(``ROADVISION_HOME``, default ``~/.cache/roadvision``: see :func:`roadvision_home`). A remote
+tracking server and an S3 artifact store (``MLFLOW_S3_ENDPOINT_URL`` + AWS credentials) work
+through MLflow's own env vars.
+
+Alias changes (promote, rollback, challenger) are serialised by a lock on the registered model
+(``roadvision.registry_lock``) and each leaves one audit entry, its own registered-model tag.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ __all__ = [
     "promote",
     "rollback",
     "audit_log",
+    "parse_version",
+    "artifact_location",
     "tag_version",
     "download_bundle",
 ]
@@ -66,10 +73,10 @@ __all__ = [
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 BUNDLE_ARTIFACT = "bundle"  # the bundle's folder name inside the pyfunc model's artifacts/
-AUDIT_LOG_TAG = "roadvision.audit_log"  # registered-model tag: JSON list of alias changes
+# Stores written before per-entry audit tags keep their JSON list here; it is read, never written.
+AUDIT_LOG_TAG = "roadvision.audit_log"
 CHAMPION_HISTORY_TAG = "roadvision.champion_history"  # registered-model tag: "1,3,4"
 _TAG_VALUE_LIMIT = 5000  # MLflow's limit on a tag value (characters)
-_AUDIT_KEEP = 40  # audit entries kept on the registered model (the version tags keep the rest)
 
 # Requirements written into the logged model. Explicit, because inferring them is slow and torch's
 # "+cpu" local version label would point a GPU host at the wrong wheel (see RESEARCH.md).
@@ -87,8 +94,27 @@ PIP_REQUIREMENTS = [
 
 # --------------------------------------------------------------------------- store location
 def roadvision_home() -> Path:
-    """The local state folder (``.roadvision`` in the working directory unless overridden)."""
-    return Path(os.environ.get("ROADVISION_HOME", ".roadvision")).absolute()
+    """The local state folder: ``ROADVISION_HOME``, else a per-user cache folder.
+
+    The default is ``$XDG_CACHE_HOME/roadvision``, else ``~/.cache/roadvision``, never the
+    working directory: the same registry is found from any directory, and a container whose
+    working directory sits on a read-only root still has a writable home (the chart sets
+    ``ROADVISION_HOME`` to an emptyDir). With no usable home folder at all (a random uid with no
+    passwd entry), a per-user folder in the temporary directory.
+    """
+    if os.environ.get("ROADVISION_HOME"):
+        return Path(os.environ["ROADVISION_HOME"]).expanduser().absolute()
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if cache and Path(cache).is_absolute():  # the XDG spec says to ignore a relative value
+        return Path(cache) / "roadvision"
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):
+        home = None
+    if home is None or not home.is_absolute() or str(home) in ("", "/"):
+        uid = os.getuid() if hasattr(os, "getuid") else "user"
+        return Path(tempfile.gettempdir()) / f"roadvision-{uid}"
+    return home / ".cache" / "roadvision"
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -153,6 +179,10 @@ def check_tracking(uri: str | None = None, *, timeout: float = 5.0,
             reason = getattr(exc, "reason", exc)
             raise UserError(f"{parameter}: the MLflow tracking server {resolved} is unreachable "
                             f"({reason}); start it or set MLFLOW_TRACKING_URI") from None
+        # /health is exempt from MLflow's Host check: one real registry call finds a 403.
+        from roadvision.tracking_probe import probe_registry
+
+        probe_registry(resolved, timeout=timeout, parameter=parameter)
     elif scheme == "sqlite":
         folder = Path(resolved[len("sqlite:///"):]).parent
         try:
@@ -291,9 +321,13 @@ def _quote(value: str) -> str:
 
 def list_models() -> list[dict[str, Any]]:
     """Registered models with their aliases and latest version, newest first."""
+    from roadvision.registry_lock import is_lock_name
+
     client = _client()
     models = []
     for rm in client.search_registered_models(max_results=1000):
+        if is_lock_name(rm.name):  # an alias change in progress, not a model
+            continue
         versions = client.search_model_versions(f"name = '{_quote(rm.name)}'")
         latest = max((int(v.version) for v in versions), default=0)
         aliases = dict(rm.aliases or {}) if isinstance(rm.aliases, dict) else {
@@ -478,6 +512,14 @@ def tag_version(model_name: str, version: str, tags: Mapping[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- aliases + audit
+# Every alias move runs under the registered model's lock (roadvision.registry_lock): read the
+# current alias and audit, write the alias, the version tags and ONE new audit tag, re-read and
+# verify, release. So the alias always equals its last audit entry, and no append overwrites
+# another: each audit entry is its own registered-model tag ``roadvision.audit.<seq>`` with a
+# sequence number taken under the lock (no clocks involved in the order).
+AUDIT_ENTRY_PREFIX = "roadvision.audit."
+
+
 def _who() -> str:
     if os.environ.get("ROADVISION_USER"):
         return os.environ["ROADVISION_USER"]
@@ -495,96 +537,268 @@ def _registered_tags(client, model_name: str) -> dict[str, str]:
     return dict(client.get_registered_model(model_name).tags or {})
 
 
-def _append_audit(client, model_name: str, entry: dict[str, Any]) -> None:
-    tags = _registered_tags(client, model_name)
+def _aliases(rm) -> dict[str, str]:
+    raw = rm.aliases or {}
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    return {a.alias: str(a.version) for a in raw}
+
+
+def _audit_entries(tags: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The audit in order: the legacy JSON list first (stores written before per-entry tags),
+    then one entry per ``roadvision.audit.<seq>`` tag by sequence number."""
     try:
-        log = json.loads(tags.get(AUDIT_LOG_TAG, "[]"))
+        legacy = json.loads(tags.get(AUDIT_LOG_TAG, "[]"))
     except ValueError:
-        log = []
-    log.append(entry)
-    # keep the newest entries within MLflow's tag size limit
-    while log and (len(log) > _AUDIT_KEEP or len(json.dumps(log)) > _TAG_VALUE_LIMIT):
-        log.pop(0)
-    client.set_registered_model_tag(model_name, AUDIT_LOG_TAG, json.dumps(log))
+        legacy = []
+    numbered = []
+    for key, value in tags.items():
+        if key.startswith(AUDIT_ENTRY_PREFIX) and key[len(AUDIT_ENTRY_PREFIX):].isdigit():
+            try:
+                entry = json.loads(value)
+            except ValueError:
+                entry = {"action": "unreadable", "raw": value[:200]}
+            numbered.append((int(key[len(AUDIT_ENTRY_PREFIX):]), entry))
+    return [e for e in legacy if isinstance(e, dict)] + [e for _, e in sorted(numbered)]
+
+
+def _next_seq(tags: Mapping[str, str]) -> int:
+    seqs = [int(k[len(AUDIT_ENTRY_PREFIX):]) for k in tags
+            if k.startswith(AUDIT_ENTRY_PREFIX) and k[len(AUDIT_ENTRY_PREFIX):].isdigit()]
+    return max(seqs, default=0) + 1
+
+
+def _audit_key(seq: int) -> str:
+    return f"{AUDIT_ENTRY_PREFIX}{seq:06d}"
+
+
+def _append_audit(client, model_name: str, entry: dict[str, Any],
+                  tags: Mapping[str, str] | None = None) -> int:
+    """Write ``entry`` as a new audit tag (call under the lock); returns its sequence number."""
+    tags = _registered_tags(client, model_name) if tags is None else tags
+    seq = _next_seq(tags)
+    entry = {"seq": seq, **entry}
+    text = json.dumps(entry)
+    if len(text) > _TAG_VALUE_LIMIT:  # long reasons are cut, the entry itself is always kept
+        over = len(text) - _TAG_VALUE_LIMIT + 20
+        entry["reason"] = str(entry.get("reason", ""))[:-over] + " [cut]"
+        text = json.dumps(entry)[:_TAG_VALUE_LIMIT]
+    client.set_registered_model_tag(model_name, _audit_key(seq), text)
+    return seq
 
 
 def audit_log(model_name: str) -> list[dict[str, Any]]:
-    """The alias changes recorded on ``model_name`` (oldest first)."""
+    """The alias changes recorded on ``model_name`` (oldest first), every one of them."""
+    return _audit_entries(_registered_tags(_client(), model_name))
+
+
+def _last_audit(entries: list[dict[str, Any]], alias: str) -> dict[str, Any] | None:
+    return next((e for e in reversed(entries) if e.get("alias") == alias), None)
+
+
+def parse_version(version: str | int) -> str:
+    """``"3"``, ``3`` or ``"v3"`` -> ``"3"``; a UserError for anything else."""
+    text = str(version).strip()
+    if text[:1] in ("v", "V"):
+        text = text[1:]
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"version: {str(version)!r} is not a version number (a positive "
+                        "integer such as 3)")
+    return str(int(text))
+
+
+def _require_version(client, model_name: str, version: str) -> VersionInfo:
+    from mlflow.exceptions import MlflowException
+
     try:
-        return json.loads(_registered_tags(_client(), model_name).get(AUDIT_LOG_TAG, "[]"))
-    except ValueError:
-        return []
+        return _info(client.get_model_version(model_name, version))
+    except MlflowException as exc:
+        if _not_found(exc):
+            raise UserError(f"{model_name}: no version {version} in the registry") from None
+        raise
+
+
+def _move_alias(client, lock, model_name: str, alias: str, version: str, reason: str, *,
+                action: str, by: str | None, extra: Mapping[str, Any] | None = None
+                ) -> tuple[str | None, int]:
+    """Point ``alias`` at ``version`` and audit it; call under ``lock``. Returns
+    ``(previous version, audit seq)``."""
+    rm = client.get_registered_model(model_name)
+    tags = dict(rm.tags or {})
+    previous = _aliases(rm).get(alias)
+    last = _last_audit(_audit_entries(tags), alias)
+    if last is not None and last.get("version") != previous or last is None and previous:
+        # The alias moved without an audit entry (an interrupted call, or a change made in
+        # MLflow's UI): say so in the audit before this change, so the log stays true.
+        _append_audit(client, model_name, {
+            "action": "observed", "alias": alias, "version": previous,
+            "previous": last.get("version") if last else None, "by": "unknown", "at": _now(),
+            "reason": "alias found here with no audit entry (an interrupted or outside change)"},
+            tags)
+        tags = _registered_tags(client, model_name)
+    who, when = by or _who(), _now()
+    lock.verify()
+    client.set_registered_model_alias(model_name, alias, version)
+    seq = _append_audit(client, model_name, {
+        "action": action, "alias": alias, "version": version, "previous": previous, "by": who,
+        "at": when, "reason": reason, **(extra or {})}, tags)
+    prefix = f"roadvision.{alias}"
+    tag_version(model_name, version, {f"{prefix}.by": who, f"{prefix}.at": when,
+                                      f"{prefix}.reason": reason or "(no reason given)",
+                                      f"{prefix}.previous": previous or ""})
+    if previous is not None and previous != version:
+        tag_version(model_name, previous, {f"{prefix}.replaced_by": version,
+                                           f"{prefix}.replaced_at": when})
+    return previous, seq
+
+
+def _verify(client, lock, model_name: str, alias: str, version: str, seq: int) -> None:
+    """Re-read: the alias is ``version`` and the newest audit entry is ours; else fail loudly."""
+    lock.verify()
+    rm = client.get_registered_model(model_name)
+    now = _aliases(rm).get(alias)
+    tags = dict(rm.tags or {})
+    if now != version or _next_seq(tags) != seq + 1:
+        raise UserError(f"{model_name}: @{alias} is v{now} after setting it to v{version} (a "
+                        "writer outside roadvision's lock?); see `roadvision model audit "
+                        f"{model_name}` and re-run")
+
+
+def _push_history(client, model_name: str, version: str) -> None:
+    history = [v for v in _registered_tags(client, model_name).get(CHAMPION_HISTORY_TAG, "")
+               .split(",") if v]
+    if not history or history[-1] != version:
+        history.append(version)
+    client.set_registered_model_tag(model_name, CHAMPION_HISTORY_TAG, ",".join(history[-200:]))
+
+
+def _locked(client, model_name: str, purpose: str):
+    from roadvision.registry_lock import registry_lock
+
+    return registry_lock(client, model_name, purpose)
 
 
 def set_alias(model_name: str, alias: str, version: str | int, reason: str = "", *,
               action: str = "set_alias", by: str | None = None) -> VersionInfo:
     """Point ``alias`` at ``version``, leaving who/when/why on the version and the audit log."""
-    from mlflow.exceptions import MlflowException
-
     client = _client()
-    version = str(version)
-    try:
-        client.get_model_version(model_name, version)
-    except MlflowException as exc:
-        if _not_found(exc):
-            raise UserError(f"{model_name}: no version {version} in the registry") from None
-        raise
-    previous = find_version(f"models:/{model_name}@{alias}")
-    who, when = by or _who(), _now()
-    client.set_registered_model_alias(model_name, alias, version)
-    prefix = f"roadvision.{alias}"
-    tag_version(model_name, version, {f"{prefix}.by": who, f"{prefix}.at": when,
-                                      f"{prefix}.reason": reason or "(no reason given)",
-                                      f"{prefix}.previous": previous.version if previous else ""})
-    if previous is not None and previous.version != version:
-        tag_version(model_name, previous.version, {f"{prefix}.replaced_by": version,
-                                                   f"{prefix}.replaced_at": when})
-    _append_audit(client, model_name, {"action": action, "alias": alias, "version": version,
-                                       "previous": previous.version if previous else None,
-                                       "by": who, "at": when, "reason": reason})
-    if alias == CHAMPION and action != "rollback":
-        history = _registered_tags(client, model_name).get(CHAMPION_HISTORY_TAG, "")
-        versions = [v for v in history.split(",") if v]
-        if not versions or versions[-1] != version:
-            versions.append(version)
-        client.set_registered_model_tag(model_name, CHAMPION_HISTORY_TAG,
-                                        ",".join(versions[-200:]))
+    version = parse_version(version)
+    _require_version(client, model_name, version)
+    with _locked(client, model_name, f"{action} @{alias} -> v{version}") as lock:
+        _, seq = _move_alias(client, lock, model_name, alias, version, reason, action=action,
+                             by=by)
+        if alias == CHAMPION:
+            _push_history(client, model_name, version)
+        _verify(client, lock, model_name, alias, version, seq)
     return get_version(f"models:/{model_name}/{version}")
 
 
 def promote(model_name: str, version: str | int, reason: str = "", *,
-            by: str | None = None) -> VersionInfo:
-    """Make ``version`` the ``champion`` (manual promotion or the pipeline's promote step)."""
-    return set_alias(model_name, CHAMPION, version, reason=reason or "promoted", action="promote",
-                     by=by)
+            by: str | None = None, force: bool = False) -> VersionInfo:
+    """Make ``version`` the ``champion`` (manual promotion or the pipeline's promote step).
+
+    A version the gate refused (``gate.decision = refuse`` on the version) is promoted only with
+    ``force``; the audit entry then records that it was forced and the gate's reason.
+    """
+    client = _client()
+    version = parse_version(version)
+    _require_version(client, model_name, version)
+    with _locked(client, model_name, f"promote v{version}") as lock:
+        info = _require_version(client, model_name, version)  # the gate may have tagged it since
+        extra: dict[str, Any] = {}
+        if info.tags.get("gate.decision") == "refuse":
+            gate_reason = info.tags.get("gate.reason", "(no reason recorded)")
+            if not force:
+                raise UserError(f"{model_name} v{version}: the gate refused this version "
+                                f"({gate_reason}); promote it anyway with --force and a "
+                                "--reason")
+            extra = {"forced": True, "gate_reason": gate_reason[:1000]}
+            reason = f"forced over the gate's refusal: {reason or '(no reason given)'}"
+        _, seq = _move_alias(client, lock, model_name, CHAMPION, version,
+                             reason or "promoted", action="promote", by=by, extra=extra)
+        _push_history(client, model_name, version)
+        _verify(client, lock, model_name, CHAMPION, version, seq)
+    return get_version(f"models:/{model_name}/{version}")
 
 
 def rollback(model_name: str, reason: str = "", *, by: str | None = None) -> VersionInfo:
     """Point ``champion`` back at the champion before the current one.
 
     The history is the ordered list of versions that have been champion; rollback drops the
-    current one from it, so that a second rollback goes one further back.
+    current one from it, so that a second rollback goes one further back. Read and written
+    under the lock, so two rollbacks at once go back two steps, never one step twice.
     """
     client = _client()
-    current = champion(model_name)
-    if current is None:
-        raise UserError(f"{model_name}: has no @champion to roll back from")
-    history = [v for v in _registered_tags(client, model_name).get(CHAMPION_HISTORY_TAG, "")
-               .split(",") if v]
-    while history and history[-1] == current.version:
-        history.pop()
-    if not history:
-        raise UserError(f"{model_name}: no previous champion to roll back to "
-                        f"(v{current.version} is the first)")
-    target = history[-1]
-    info = set_alias(model_name, CHAMPION, target,
-                     reason=f"rollback from v{current.version}" + (f": {reason}" if reason else ""),
-                     action="rollback", by=by)
-    client.set_registered_model_tag(model_name, CHAMPION_HISTORY_TAG, ",".join(history))
-    tag_version(model_name, current.version, {"roadvision.rolled_back.by": by or _who(),
-                                              "roadvision.rolled_back.at": _now(),
-                                              "roadvision.rolled_back.reason": reason or ""})
-    return info
+    with _locked(client, model_name, "rollback") as lock:
+        current = _aliases(client.get_registered_model(model_name)).get(CHAMPION)
+        if current is None:
+            raise UserError(f"{model_name}: has no @champion to roll back from")
+        history = [v for v in _registered_tags(client, model_name).get(CHAMPION_HISTORY_TAG, "")
+                   .split(",") if v]
+        while history and history[-1] == current:
+            history.pop()
+        if not history:
+            raise UserError(f"{model_name}: no previous champion to roll back to "
+                            f"(v{current} is the first)")
+        target = history[-1]
+        _, seq = _move_alias(client, lock, model_name, CHAMPION, target,
+                             f"rollback from v{current}" + (f": {reason}" if reason else ""),
+                             action="rollback", by=by)
+        client.set_registered_model_tag(model_name, CHAMPION_HISTORY_TAG, ",".join(history))
+        tag_version(model_name, current, {"roadvision.rolled_back.by": by or _who(),
+                                          "roadvision.rolled_back.at": _now(),
+                                          "roadvision.rolled_back.reason": reason or ""})
+        _verify(client, lock, model_name, CHAMPION, target, seq)
+    return get_version(f"models:/{model_name}/{target}")
+
+
+# --------------------------------------------------------------------------- storage location
+# Schemes KServe's storage initializer downloads from (it rejects models:/ and mlflow-artifacts:).
+_CLUSTER_SCHEMES = ("s3", "gs", "hdfs", "webhdfs", "pvc", "https", "oci", "hf")
+
+
+def _proxied_path(uri: str) -> str:
+    """``mlflow-artifacts:/1/models/m-x/artifacts`` (or ``mlflow-artifacts://host/1/...``) ->
+    ``1/models/m-x/artifacts``: the path under the server's ``--artifacts-destination``."""
+    parsed = urllib.parse.urlparse(uri)
+    return parsed.path.lstrip("/")
+
+
+def artifact_location(model_uri: str, artifacts_destination: str | None = None) -> str:
+    """The registered version's model folder as KServe's storage initializer takes it
+    (``s3://...``); a UserError that says why when a cluster cannot reach it.
+
+    A tracking server run with ``--serve-artifacts`` hands out ``mlflow-artifacts:`` URIs and
+    keeps its ``--artifacts-destination`` to itself (MLflow publishes no internal addresses), so
+    the underlying path is known only when the caller names that destination
+    (``artifacts_destination`` or ``ROADVISION_ARTIFACTS_DESTINATION``). The folder holds the
+    MLflow model with the bundle under ``artifacts/bundle``, which the predictor loads as it is.
+    """
+    info = get_version(model_uri)
+    location = _client().get_model_version_download_uri(info.name, info.version)
+    scheme = urllib.parse.urlparse(location).scheme
+    label = f"{model_uri} (v{info.version})"
+    if scheme == "mlflow-artifacts":
+        destination = artifacts_destination or os.environ.get("ROADVISION_ARTIFACTS_DESTINATION")
+        path = _proxied_path(location)
+        if not destination:
+            raise UserError(f"{label} is behind the tracking server's artifact proxy "
+                            f"({location}); its s3:// path is the server's "
+                            f"--artifacts-destination + /{path}: pass --artifacts-destination "
+                            "s3://BUCKET/PREFIX as the server runs, or deploy models:/ directly")
+        if urllib.parse.urlparse(destination).scheme not in _CLUSTER_SCHEMES:
+            raise UserError(f"--artifacts-destination: {destination!r} is not a URI a cluster "
+                            "can read (expected s3://BUCKET[/PREFIX])")
+        return f"{destination.rstrip('/')}/{path}"
+    if scheme in _CLUSTER_SCHEMES:
+        return location
+    if scheme in ("", "file"):
+        local = urllib.parse.unquote(urllib.parse.urlparse(location).path) if scheme else location
+        raise UserError(f"{label} is in a local file store ({local}): not reachable from a "
+                        "cluster; register it through a tracking server with an S3 artifact "
+                        "store")
+    raise UserError(f"{label} is stored at {location}, which KServe's storage initializer does "
+                    "not read (it takes s3://, gs://, https://, pvc://)")
 
 
 # --------------------------------------------------------------------------- download

@@ -8,9 +8,10 @@ One idea per module:
   error rendering and model reloads;
 - ``v2codec``: Open Inference Protocol request decoding, binary tensor extension included;
 - ``validation``: request schema (v1/v2 instances, metadata, TTA);
+- ``budget``: the compute cost of a request (model windows / views x TTA copies), before decoding;
 - ``batching``: the micro-batcher (forward off the event loop);
-- ``cache`` + ``redis_client``: the response cache and the circuit-broken Redis connection;
-- ``auth``: API keys and per-key rate limits; ``errors``: typed 4xx/5xx errors;
+- ``cache`` + ``redis_client``: the response cache and the pooled, circuit-broken Redis client;
+- ``auth``: API keys and exact sliding-window rate limits; ``errors``: typed 4xx/5xx errors;
 - ``metrics``: Prometheus metrics; ``audit``: one JSON log line per request;
 - ``openapi``: request/response schemas for ``/openapi.json``; ``config``: limits from env/flags.
 

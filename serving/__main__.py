@@ -24,7 +24,7 @@ from roadvision.errors import UserError
 
 from . import audit
 from .auth import Authenticator, RateLimiter, load_api_keys
-from .config import TTA_MODES, ServingConfig
+from .config import RATELIMIT_OUTAGE_POLICIES, TTA_MODES, ServingConfig
 from .predictor import RoadvisionModel, resolve_bundle
 from .redis_client import ResilientRedis
 from .server import Guard, RoadvisionModelServer
@@ -32,8 +32,15 @@ from .server import Guard, RoadvisionModelServer
 log = logging.getLogger("roadvision.serving")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are UserErrors (one line on stderr, exit code 2, no usage dump)."""
+
+    def error(self, message: str):
+        raise UserError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m roadvision.serving", parents=[model_server.parser],
         description="Serve roadvision model bundles (KServe v1 + v2 REST).",
     )
@@ -54,6 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_tta", choices=TTA_MODES, default=None)
     parser.add_argument("--max_instances", type=int, default=None)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
+    parser.add_argument("--host", default=None,
+                        help="address to bind (default: $ROADVISION_HOST or 127.0.0.1; "
+                             "0.0.0.0 in a container)")
+    parser.add_argument("--allow_model_control", action="store_true", default=None,
+                        help="enable POST /v2/repository/models/NAME/load and /unload "
+                             "(off by default; they need a key when auth is on)")
+    parser.add_argument("--max_windows", type=int, default=None,
+                        help="compute budget: model inputs (lanes windows, roadwork views) per "
+                             "request, TTA copies included")
+    parser.add_argument("--request_timeout_s", type=float, default=None,
+                        help="per-request deadline in seconds (504 past it)")
+    parser.add_argument("--ratelimit_on_outage", choices=RATELIMIT_OUTAGE_POLICIES,
+                        default=None, help="while Redis is down: open = serve unchecked "
+                                           "(counted), closed = 503")
+    parser.add_argument("--redis_pool_size", type=int, default=None,
+                        help="Redis connections, opened at start")
     # gRPC is off unless asked for: we serve REST, and a second port only gets in the way.
     parser.set_defaults(enable_grpc=False, model_name=None)
     return parser
@@ -97,6 +120,25 @@ def bundle_task(uri: str) -> str:
     raise UserError(f"model URI {uri!r}: config.json names no task; pass NAME=URI")
 
 
+def check_registry(specs: list[tuple[str | None, str]]) -> str | None:
+    """When any model comes from the MLflow registry, probe it now (one real registry call):
+    an unreachable server, a refused Host header (``--allowed-hosts``) or refused credentials
+    stop the start with one line, instead of failing the first download. Returns the URI."""
+    if not any(uri.startswith("models:/") for _, uri in specs):
+        return None
+    import importlib.util
+
+    from roadvision.registry import check_tracking, tracking_uri
+
+    resolved = tracking_uri()
+    if resolved.startswith("sqlite:") and importlib.util.find_spec("sqlalchemy") is None:
+        # The serve extra has mlflow-skinny: it talks to a tracking server, it opens no database.
+        raise UserError(f"models:/ URIs need a tracking server here, not {resolved}: set "
+                        "MLFLOW_TRACKING_URI=http(s)://HOST:PORT (this install has no local "
+                        "MLflow store)")
+    return check_tracking(parameter="MLFLOW_TRACKING_URI")
+
+
 def build_models(args: argparse.Namespace, config: ServingConfig,
                  redis: ResilientRedis | None, model_cls=RoadvisionModel) -> list:
     """Construct and load every model (an unnamed one is served under its task's name)."""
@@ -116,36 +158,47 @@ def build_models(args: argparse.Namespace, config: ServingConfig,
         models.append(model)
     if not any(m.ready for m in models):
         raise UserError("no model could be loaded (see the errors above)")
-    # Models that failed stay registered and answer 503 until
-    # POST /v2/repository/models/NAME/load succeeds.
+    # Models that failed stay registered and answer 503 until a restart, or until
+    # POST /v2/repository/models/NAME/load succeeds (with --allow_model_control).
     return models
 
 
 def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
     """Parse flags, load every model (warm-up included), then serve until SIGTERM."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         config = ServingConfig.from_env(
             redis_url=args.redis_url, api_keys_file=args.api_keys_file,
             rate_limit_per_min=args.rate_limit_per_min, max_batch_size=args.max_batch_size,
             max_batch_wait_ms=args.max_batch_wait_ms, cache_ttl_s=args.cache_ttl_s,
             max_body_bytes=args.max_body_bytes, max_pixels=args.max_pixels,
             max_tta=args.max_tta, max_instances=args.max_instances, device=args.device,
+            host=args.host, allow_model_control=args.allow_model_control,
+            max_windows=args.max_windows, request_timeout_s=args.request_timeout_s,
+            ratelimit_on_outage=args.ratelimit_on_outage, redis_pool_size=args.redis_pool_size,
         )
+        if not 1 <= args.http_port <= 65535:
+            raise UserError(f"HTTP port {args.http_port} is not between 1 and 65535")
         if args.workers != 1:
             raise UserError("--workers must be 1: scale with replicas (one process each)")
         audit.configure()
-        redis = (ResilientRedis(config.redis_url, op_timeout_s=config.redis_timeout_s)
+        redis = (ResilientRedis(config.redis_url, op_timeout_s=config.redis_timeout_s,
+                                pool_size=config.redis_pool_size)
                  if config.redis_url else None)
         keys = load_api_keys(config.api_keys_file) if config.api_keys_file else None
-        guard = Guard(config, Authenticator(keys), RateLimiter(redis, config.rate_limit_per_min))
+        limiter = RateLimiter(redis, config.rate_limit_per_min,
+                              timeout_s=config.ratelimit_timeout_s,
+                              on_outage=config.ratelimit_on_outage)
+        guard = Guard(config, Authenticator(keys), limiter, redis=redis)
+        check_registry(model_specs(args))
         models = build_models(args, config, redis, model_cls)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    log.info("serving %s on :%d (cache: %s, auth: %s, rate limit: %s/min)",
-             [m.name for m in models], args.http_port, "on" if redis else "off",
-             "on" if keys else "off", config.rate_limit_per_min or "off")
+    log.info("serving %s on %s:%d (cache: %s, auth: %s, rate limit: %s/min, model control: %s)",
+             [m.name for m in models], config.host, args.http_port, "on" if redis else "off",
+             "on" if keys else "off", config.rate_limit_per_min or "off",
+             "on" if config.allow_model_control else "off")
     RoadvisionModelServer(
         guard=guard, http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
         enable_grpc=args.enable_grpc, enable_docs_url=args.enable_docs_url,

@@ -8,25 +8,32 @@ Only sha256 digests are kept in memory; a presented key is hashed and compared a
 digest with ``hmac.compare_digest`` (constant time, and no early exit on the first match).
 Clients send ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
-Rate limits: a fixed one-minute window per key id (``INCR`` + ``EXPIRE`` on
-``rv:rl:<id>:<minute>``), shared by every replica through Redis. Over the limit -> 429 with
-``Retry-After`` = seconds to the next window. If Redis is unavailable, rate limiting fails open
-(the request goes through) and ``roadvision_ratelimit_errors_total`` counts it: an outage of the
-limiter must not become an outage of the API.
+Rate limits: a sliding one-minute window per key id, shared by every replica through Redis.
+One Lua script (atomic on the Redis server, timed by the Redis clock so replicas agree) drops
+the key's admissions older than 60 s from a sorted set, admits the request if fewer than the
+limit remain, and records it. So at most ``limit`` requests are admitted in any 60 s, exactly,
+however many arrive at once (the old ``INCR`` per calendar minute admitted twice the limit
+across a minute boundary). Refused requests are not recorded. Over the limit -> 429 with
+``Retry-After`` = seconds until the oldest admission leaves the window.
+
+When Redis is unavailable the policy is explicit (``ServingConfig.ratelimit_on_outage``):
+``open`` (the default) lets the request through unchecked and counts it in
+``roadvision_ratelimit_errors_total`` - alert on that counter: an outage of the limiter must
+not become an outage of the API; ``closed`` refuses it with 503 ``rate_limiter_unavailable``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from roadvision.errors import UserError
 
 from . import metrics
-from .errors import RateLimited, Unauthorized
+from .errors import RateLimited, RateLimiterUnavailable, Unauthorized
 from .redis_client import RedisUnavailable, ResilientRedis
 
 ANONYMOUS = "anonymous"
@@ -128,12 +135,49 @@ class Authenticator:
         return match
 
 
-class RateLimiter:
-    """Fixed-window per-key limits in Redis; ``limit_per_min <= 0`` or no Redis disables it."""
+#: KEYS[1] = the key's sorted set; ARGV = window ms, limit, a unique member.
+#: Returns {admitted (0/1), ms until the oldest admission leaves the window}.
+SLIDING_WINDOW_LUA = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local window = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return {1, 0}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tonumber(oldest[2]) + window - now}
+"""
 
-    def __init__(self, redis: ResilientRedis | None, limit_per_min: int) -> None:
+OUTAGE_POLICIES = ("open", "closed")
+WINDOW_S = 60
+
+
+class RateLimiter:
+    """Sliding-window per-key limits in Redis; ``limit_per_min <= 0`` or no Redis disables it.
+
+    Args:
+        redis: the shared resilient client, or None.
+        limit_per_min: the server-wide limit (a key may carry its own).
+        timeout_s: deadline for one check. Longer than the cache's: a check that times out
+            falls under the outage policy, so it must not time out merely because a burst
+            keeps the event loop busy.
+        on_outage: ``open`` or ``closed`` (see the module docstring).
+    """
+
+    def __init__(self, redis: ResilientRedis | None, limit_per_min: int, *,
+                 timeout_s: float = 1.0, on_outage: str = "open") -> None:
+        if on_outage not in OUTAGE_POLICIES:
+            raise UserError(f"rate limit outage policy {on_outage!r} is not one of "
+                            f"{OUTAGE_POLICIES}")
         self.redis = redis
         self.limit = limit_per_min
+        self.timeout_s = timeout_s
+        self.on_outage = on_outage
+        self._script = None
 
     @property
     def enabled(self) -> bool:
@@ -145,22 +189,20 @@ class RateLimiter:
         limit = self.limit if limit is None else limit
         if self.redis is None or limit <= 0:
             return
-        now = time.time()
-        window = int(now // 60)
-        redis_key = f"rv:rl:{key_id}:{window}"
+        redis_key = f"rv:rl:sw:{key_id}"
+        member = uuid.uuid4().hex
 
-        async def _count(client):
-            pipe = client.pipeline(transaction=True)
-            pipe.incr(redis_key)
-            pipe.expire(redis_key, 120)
-            count, _ = await pipe.execute()
-            return int(count)
+        async def _admit(client):
+            if self._script is None:
+                self._script = client.register_script(SLIDING_WINDOW_LUA)
+            return await self._script(keys=[redis_key], args=[WINDOW_S * 1000, limit, member])
 
         try:
-            count = await self.redis.call(_count)
+            admitted, wait_ms = await self.redis.call(_admit, timeout_s=self.timeout_s)
         except RedisUnavailable:
             metrics.RATELIMIT_ERRORS.labels(model).inc()
+            if self.on_outage == "closed":
+                raise RateLimiterUnavailable() from None
             return
-        if count > limit:
-            retry_after = max(1, int((window + 1) * 60 - now + 0.999))
-            raise RateLimited(retry_after, limit)
+        if not int(admitted):
+            raise RateLimited(max(1, -(-int(wait_ms) // 1000)), limit)

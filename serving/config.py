@@ -13,6 +13,9 @@ from roadvision.data.images import DEFAULT_MAX_PIXELS
 from roadvision.errors import UserError
 
 TTA_MODES = ("none", "flip", "full")
+RATELIMIT_OUTAGE_POLICIES = ("open", "closed")
+NO_REDIS = ("", "none", "off")  # --redis none: no cache, no rate limits
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass
@@ -28,18 +31,40 @@ class ServingConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS  # ROADVISION_MAX_PIXELS; from the header, pre-decode
     max_tta: str = "full"  # ROADVISION_MAX_TTA; the costliest mode a request may ask for
     max_instances: int = 16  # ROADVISION_MAX_INSTANCES; per request
-    redis_timeout_s: float = 0.1  # ROADVISION_REDIS_TIMEOUT_S; one Redis command, connect incl.
+    redis_timeout_s: float = 0.1  # ROADVISION_REDIS_TIMEOUT_S; one cache call, pool wait incl.
+    redis_pool_size: int = 16  # ROADVISION_REDIS_POOL_SIZE; connections, opened at start
+    ratelimit_timeout_s: float = 1.0  # ROADVISION_RATELIMIT_TIMEOUT_S; one rate-limit check
+    ratelimit_on_outage: str = "open"  # ROADVISION_RATELIMIT_ON_OUTAGE; open = serve unchecked
+    # (counted in roadvision_ratelimit_errors_total), closed = 503 while Redis is down
+    max_windows: int = 256  # ROADVISION_MAX_WINDOWS; compute budget per request: model inputs
+    # (lanes sliding windows, roadwork views) summed over instances and TTA copies
+    request_timeout_s: float = 30.0  # ROADVISION_REQUEST_TIMEOUT_S; deadline, 504 past it
+    allow_model_control: bool = False  # ROADVISION_ALLOW_MODEL_CONTROL; the repository
+    # load/unload routes (a key is needed too when auth is on)
+    host: str = "127.0.0.1"  # ROADVISION_HOST; the address to bind (0.0.0.0 in containers)
     device: str = ""  # ROADVISION_DEVICE; "" = cuda when available, else cpu
 
     def __post_init__(self) -> None:
+        if self.redis_url is not None and self.redis_url.strip().lower() in NO_REDIS:
+            self.redis_url = None
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise UserError(f"Redis URL {self.redis_url!r} must start with one of "
+                            f"{', '.join(REDIS_SCHEMES)} (or be 'none' for no cache)")
         if self.max_tta not in TTA_MODES:
             raise UserError(f"max TTA {self.max_tta!r} is not one of {TTA_MODES}")
-        for name in ("max_batch_size", "max_body_bytes", "max_pixels", "max_instances"):
+        if self.ratelimit_on_outage not in RATELIMIT_OUTAGE_POLICIES:
+            raise UserError(f"rate limit outage policy {self.ratelimit_on_outage!r} is not one "
+                            f"of {RATELIMIT_OUTAGE_POLICIES}")
+        for name in ("max_batch_size", "max_body_bytes", "max_pixels", "max_instances",
+                     "redis_pool_size", "max_windows"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_batch_wait_ms", "cache_ttl_s", "rate_limit_per_min"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("redis_timeout_s", "ratelimit_timeout_s", "request_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> ServingConfig:
@@ -67,16 +92,29 @@ ENV_VARS = {
     "max_tta": "ROADVISION_MAX_TTA",
     "max_instances": "ROADVISION_MAX_INSTANCES",
     "redis_timeout_s": "ROADVISION_REDIS_TIMEOUT_S",
+    "redis_pool_size": "ROADVISION_REDIS_POOL_SIZE",
+    "ratelimit_timeout_s": "ROADVISION_RATELIMIT_TIMEOUT_S",
+    "ratelimit_on_outage": "ROADVISION_RATELIMIT_ON_OUTAGE",
+    "max_windows": "ROADVISION_MAX_WINDOWS",
+    "request_timeout_s": "ROADVISION_REQUEST_TIMEOUT_S",
+    "allow_model_control": "ROADVISION_ALLOW_MODEL_CONTROL",
+    "host": "ROADVISION_HOST",
     "device": "ROADVISION_DEVICE",
 }
 
-_FLOATS = {"max_batch_wait_ms", "redis_timeout_s"}
-_STRINGS = {"redis_url", "api_keys_file", "max_tta", "device"}
+_FLOATS = {"max_batch_wait_ms", "redis_timeout_s", "ratelimit_timeout_s", "request_timeout_s"}
+_STRINGS = {"redis_url", "api_keys_file", "max_tta", "device", "ratelimit_on_outage", "host"}
+_BOOLS = {"allow_model_control"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def _convert(name: str, raw: str, var: str):
     if name in _STRINGS:
         return raw.strip()
+    if name in _BOOLS:
+        if raw.strip().lower() in _TRUE + _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise UserError(f"{var}={raw!r} is not a boolean (true/false)")
     try:
         return float(raw) if name in _FLOATS else int(raw)
     except ValueError as exc:

@@ -60,6 +60,13 @@ class Unauthorized(ServingError):
         super().__init__(message, **kwargs)
 
 
+class Forbidden(ServingError):
+    """403: the route exists but this server does not allow it (model control is off)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class ModelNotFoundError(ServingError):
     """404: no model is served under that name."""
 
@@ -107,6 +114,25 @@ class NotReady(ServingError):
 
     status = 503
     code = "model_not_ready"
+
+
+class RateLimiterUnavailable(ServingError):
+    """503: Redis is unavailable and the server's policy is to refuse unchecked requests
+    (``ratelimit_on_outage=closed``)."""
+
+    status = 503
+    code = "rate_limiter_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("the rate limiter is unavailable; retry shortly",
+                         headers={"Retry-After": "1"})
+
+
+class DeadlineExceeded(ServingError):
+    """504: the request ran past the server's per-request deadline; its work was dropped."""
+
+    status = 504
+    code = "deadline_exceeded"
 
 
 class InternalError(ServingError):

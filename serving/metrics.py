@@ -42,8 +42,10 @@ REJECTIONS = Counter(
     "roadvision_rejections_total", "Refused requests by reason (4xx).", ["model", "reason"],
 )
 MODEL_INFO = Gauge(
-    "roadvision_model_info", "Served model: name, version (bundle hash) and task; value 1.",
-    ["model", "version", "task"],
+    "roadvision_model_info",
+    "Served model: name, version (bundle hash), task, and the MLflow registry's name, version "
+    "and alias it was loaded through (empty when loaded from a folder); value 1.",
+    ["model", "version", "task", "registry_name", "registry_version", "alias"],
 )
 MODEL_READY = Gauge("roadvision_model_ready", "1 when the model answers requests.", ["model"])
 INFLIGHT = Gauge(
@@ -51,7 +53,8 @@ INFLIGHT = Gauge(
 )
 RATELIMIT_ERRORS = Counter(
     "roadvision_ratelimit_errors_total",
-    "Requests let through unchecked because Redis was unavailable (rate limiting fails open).",
+    "Rate-limit checks that could not reach Redis (policy open: let through unchecked; "
+    "closed: refused with 503). Alert on any increase.",
     ["model"],
 )
 
@@ -73,9 +76,11 @@ METRIC_NAMES = (
 )
 
 
-def set_model_info(model: str, version: str, task: str) -> None:
+def set_model_info(model: str, version: str, task: str, *, registry_name: str = "",
+                   registry_version: str = "", alias: str = "") -> None:
     """Publish the served version; drops the previous version's series after a reload."""
     for labels in list(MODEL_INFO._metrics):  # noqa: SLF001 - prometheus_client has no public API
         if labels[0] == model:
             MODEL_INFO.remove(*labels)
-    MODEL_INFO.labels(model=model, version=version, task=task).set(1)
+    MODEL_INFO.labels(model=model, version=version, task=task, registry_name=registry_name,
+                      registry_version=registry_version, alias=alias).set(1)

@@ -18,7 +18,8 @@ roadvision inference API (KServe ModelServer).
 
 Images: JPEG, PNG or WebP. TTA: `none`, `flip` or `full`, up to the server's limit. When API
 keys are enabled, send `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors are JSON
-`{"error": "<message>", "code": "<code>"}` with status 400, 401, 404, 413, 415, 422, 429 or 503.
+`{"error": "<message>", "code": "<code>"}` with status 400, 401, 404, 413 (body, pixels or
+compute budget), 415, 422, 429, 503 or 504 (the per-request deadline).
 Responses carry `x-roadvision-model-version` and `x-roadvision-cache` headers.
 """
 
@@ -131,11 +132,12 @@ _ERRORS = {
         (400, "malformed JSON, base64 or request shape"),
         (401, "missing or unknown API key"),
         (404, "no such model"),
-        (413, "body or pixel count over the limit"),
+        (413, "body, pixel count or compute budget (model windows) over the limit"),
         (415, "image format not accepted"),
         (422, "metadata, TTA or image content invalid"),
         (429, "rate limit exceeded (see Retry-After)"),
-        (503, "model not ready"),
+        (503, "model not ready, or the rate limiter unavailable (policy closed)"),
+        (504, "the request ran past the server's deadline; its work was dropped"),
     )
 }
 

@@ -10,15 +10,19 @@
 * ``predict`` sends the misses through the micro-batcher (TTA merged into the same forward) and
   stores their results in the cache.
 * ``postprocess`` shapes the v1 JSON or the v2 ``InferResponse``; cached and fresh results are
-  rendered by the same code, so a hit's body equals the miss's except ``cached``.
+  rendered by the same code, so a hit's body equals the miss's except ``cached``. Both carry the
+  model's identity (``ModelIdentity``: bundle hash, registry name, version and alias, source).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
+import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,17 +82,37 @@ def resolve_bundle(uri: str) -> Path:
 INLINE_DECODE_PIXELS = 512 * 512
 
 
-def _pixels(items: list[Item]) -> int:
-    """Total pixel count announced by the image headers (huge if any header is unreadable:
-    such an image goes to the thread path, whose decode reports the error)."""
-    total = 0
+def _sizes(items: list[Item], max_pixels: int) -> list[tuple[int, int] | None]:
+    """(width, height) announced by each image header; None where the header is unreadable
+    or over ``max_pixels`` (the decode reports that image's error, before any budget)."""
+    sizes: list[tuple[int, int] | None] = []
     for item in items:
         try:
-            _, width, height = probe_image(item.instance.image, max_pixels=1 << 62)
+            _, width, height = probe_image(item.instance.image, max_pixels=max_pixels)
         except ImageError:
-            return 1 << 62
-        total += width * height
-    return total
+            sizes.append(None)
+        else:
+            sizes.append((width, height))
+    return sizes
+
+
+def _check_budget(cfg: Any, items: list[Item], sizes: list[tuple[int, int] | None],
+                  limit: int) -> None:
+    """413 when the misses would cost more model inputs than ``limit`` (see ``budget``)."""
+    from .budget import describe, instance_cost
+
+    costs = [instance_cost(cfg, *size, item.instance.tta) if size else 0
+             for item, size in zip(items, sizes, strict=True)]
+    total = sum(costs)
+    if total <= limit:
+        return
+    worst = max(range(len(costs)), key=costs.__getitem__)
+    width, height = sizes[worst]
+    raise PayloadTooLarge(
+        f"this request needs {total:,} {describe(cfg)} ({items[worst].where}: {width}x{height} "
+        f"with TTA {items[worst].instance.tta!r} needs {costs[worst]:,}); this server allows "
+        f"{limit:,} per request: send smaller images, fewer instances or a cheaper TTA",
+        code="over_compute_budget", reason="over_compute_budget")
 
 
 def _image_error(exc: ImageError, where: str) -> ServingError:
@@ -110,6 +134,55 @@ class LoadedModel:
     classes: list[str]
     source: str
     batcher: MicroBatcher
+    identity: ModelIdentity | None = None
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model answers: the bundle hash next to the registry's name, version and alias.
+
+    ``bundle_version`` (the weights' hash) keys the cache and is what ``model_version`` has
+    always said; an operator who promoted "version 3" matches ``registry_version`` instead.
+    A bundle loaded from a folder has no registry identity: those fields are None and
+    ``source`` says where it came from (the folder, or KServe's ``STORAGE_URI`` when the storage
+    initializer downloaded it there).
+    """
+
+    bundle_version: str
+    source: str
+    registry_name: str | None = None
+    registry_version: str | None = None
+    registry_alias: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"bundle_version": self.bundle_version, "registry_name": self.registry_name,
+                "registry_version": self.registry_version,
+                "registry_alias": self.registry_alias, "source": self.source}
+
+    def v2_parameters(self) -> dict[str, str]:
+        """The identity as v2 ``parameters`` (strings only: the protocol has no null)."""
+        return {key: value for key, value in self.as_dict().items() if value is not None}
+
+
+def resolve_identity(uri: str, env: Mapping[str, str] = os.environ) -> tuple[Path, ModelIdentity]:
+    """The local bundle of ``uri`` and its identity (``bundle_version`` filled in by the caller).
+
+    A ``models:/`` alias is resolved to its version once, and that version is downloaded: the
+    alias may move meanwhile, and the identity must name the version actually loaded.
+    """
+    if uri.startswith("models:/"):
+        from roadvision.registry import get_version, parse_model_uri
+
+        _, alias, _ = parse_model_uri(uri)
+        info = get_version(uri)
+        path = resolve_bundle(info.uri)
+        return path, ModelIdentity(bundle_version="", source=uri, registry_name=info.name,
+                                   registry_version=info.version, registry_alias=alias)
+    path = resolve_bundle(uri)
+    storage = env.get("STORAGE_URI", "")
+    # KServe's storage initializer put STORAGE_URI's files in /mnt/models: name the real source.
+    source = storage if storage and uri.rstrip("/") == "/mnt/models" else uri
+    return path, ModelIdentity(bundle_version="", source=source)
 
 
 @dataclass
@@ -170,7 +243,7 @@ class RoadvisionModel(Model):
         """Load (or reload) the bundle, warm it up, then swap it in and set ``ready``."""
         from roadvision.models.bundle import bundle_version, load_bundle
 
-        path = resolve_bundle(self.model_uri)
+        path, identity = resolve_identity(self.model_uri)
         net = load_bundle(path, device=self._device())
         cfg = net.cfg
         forward = _Forward(net, self.name)
@@ -179,16 +252,21 @@ class RoadvisionModel(Model):
             max_wait_ms=self.config.max_batch_wait_ms, group_key=lambda item: item[1],
             model=self.name,
         )
-        loaded = LoadedModel(net=net, version=bundle_version(path), task=cfg.task,
-                             classes=list(cfg.classes), source=str(path), batcher=batcher)
+        version = bundle_version(path)
+        loaded = LoadedModel(net=net, version=version, task=cfg.task,
+                             classes=list(cfg.classes), source=str(path), batcher=batcher,
+                             identity=dataclasses.replace(identity, bundle_version=version))
         self._warm_up(loaded, forward)
         previous, self.loaded = self.loaded, loaded
         if previous is not None:
             previous.batcher.close(graceful=True)
-        metrics.set_model_info(self.name, loaded.version, loaded.task)
+        metrics.set_model_info(self.name, loaded.version, loaded.task,
+                               registry_name=identity.registry_name or "",
+                               registry_version=identity.registry_version or "",
+                               alias=identity.registry_alias or "")
         metrics.MODEL_READY.labels(self.name).set(1)
-        log.info("model %s: loaded %s version %s (%s) from %s", self.name, loaded.task,
-                 loaded.version, self.model_uri, path)
+        log.info("model %s: loaded %s bundle %s (registry: %s) from %s", self.name, loaded.task,
+                 loaded.version, _registry_label(loaded.identity), path)
         self.ready = True
         return self.ready
 
@@ -267,11 +345,16 @@ class RoadvisionModel(Model):
                      else "miss" if hits == 0 else "partial")
         misses = [it for it in items if not it.cached]
         if misses:
+            sizes = _sizes(misses, cfg.max_pixels)
+            _check_budget(loaded.net.cfg, misses, sizes, cfg.max_windows)
+            # An unreadable header goes to the thread path, whose decode reports the error.
+            pixels = (1 << 62 if None in sizes
+                      else sum(width * height for width, height in sizes))
             # Tell the batcher these are coming, so that it waits for them (and only for them)
             # while they decode; withdrawn if decoding fails.
             loaded.batcher.expect(len(misses))
             try:
-                if _pixels(misses) <= INLINE_DECODE_PIXELS:
+                if pixels <= INLINE_DECODE_PIXELS:
                     self._decode(loaded, misses)  # a thread hop would cost more than this
                 else:
                     await asyncio.get_running_loop().run_in_executor(
@@ -312,8 +395,15 @@ class RoadvisionModel(Model):
                 {**it.result, "model_version": job.loaded.version, "tta": it.instance.tta,
                  "cached": it.cached}
                 for it in job.items
-            ]}
+            ], "model": self.identity()}
         return self._v2_response(job)
+
+    def identity(self) -> dict[str, Any]:
+        """The served model's identity (v1 responses, ``/v2/models/NAME`` metadata)."""
+        loaded = self.loaded
+        if loaded is None or loaded.identity is None:
+            return {"name": self.name}
+        return {"name": self.name, **loaded.identity.as_dict()}
 
     def _v2_response(self, job: Job) -> InferResponse:
         n = len(job.items)
@@ -325,6 +415,8 @@ class RoadvisionModel(Model):
                                        data=array))
 
         parameters: dict[str, Any] = {"tta": job.tta}
+        if job.loaded.identity is not None:
+            parameters.update(job.loaded.identity.v2_parameters())
         if job.loaded.task == "roadwork":
             add("probability", "FP32", np.array([r["probability"] for r in results], np.float32))
             add("label", "INT32", np.array([r["label"] for r in results], np.int32))
@@ -365,6 +457,13 @@ class RoadvisionModel(Model):
         return [{"name": "mask_png_b64", "datatype": "BYTES", "shape": [-1]},
                 {"name": "class_shares", "datatype": "FP32", "shape": [-1, -1]},
                 {"name": "cached", "datatype": "BOOL", "shape": [-1]}]
+
+
+def _registry_label(identity: ModelIdentity | None) -> str:
+    if identity is None or identity.registry_name is None:
+        return "none, a folder"
+    alias = f"@{identity.registry_alias}" if identity.registry_alias else ""
+    return f"{identity.registry_name} v{identity.registry_version}{alias}"
 
 
 class _Forward:

@@ -12,6 +12,13 @@ Where we plug into KServe 0.21 (all by subclassing, nothing patched):
   ``POST /v2/repository/models/{name}/load`` reloads a model from its URI (a promoted MLflow
   alias, or a new bundle in its directory) without a restart.
 
+Limits every request meets: an API key and the rate limit first, the body limit while reading,
+a JSON body parsed in a worker thread when it is large (so health and /metrics keep answering),
+the compute budget before decoding (``budget``), and one deadline over all of it
+(``request_timeout_s``): past it the client gets 504 and the request's queued work is dropped.
+The model repository's load/unload routes answer 403 unless ``allow_model_control`` is set,
+and need a key when keys are on.
+
 Our routes still run KServe's data plane (``DataPlane.infer`` -> ``Model.__call__`` ->
 preprocess/predict/postprocess with KServe's step histograms, ``DataPlane.encode``); only
 what comes before (auth, rate limit, body limit, v2 decoding) and the error rendering are ours.
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 import time
 import uuid
 from typing import Any
@@ -38,6 +46,8 @@ from .auth import Authenticator, RateLimiter
 from .config import ServingConfig
 from .errors import (
     BadRequest,
+    DeadlineExceeded,
+    Forbidden,
     InternalError,
     ModelNotFoundError,
     NotReady,
@@ -52,15 +62,18 @@ log = logging.getLogger("roadvision.serving")
 
 V1_PATH = "/v1/models/{model_name}:predict"
 V2_PATH = "/v2/models/{model_name}/infer"
+V2_METADATA_PATH = "/v2/models/{model_name}"
 
 
 class Guard:
     """Per-server safety settings shared by the routes and the middleware."""
 
-    def __init__(self, config: ServingConfig, auth: Authenticator, limiter: RateLimiter) -> None:
+    def __init__(self, config: ServingConfig, auth: Authenticator, limiter: RateLimiter,
+                 redis=None) -> None:
         self.config = config
         self.auth = auth
         self.limiter = limiter
+        self.redis = redis  # the shared client (cache + limiter), warmed at start
 
 
 def _content_length(request_headers: Any) -> int | None:
@@ -107,6 +120,15 @@ class InferenceRoutes:
     async def v2_infer(self, model_name: str, request: Request) -> Response:
         return await self._serve(request, model_name, "v2")
 
+    async def v2_metadata(self, model_name: str) -> Response:
+        """KServe's v2 model metadata plus ``parameters``: the model's identity (bundle hash,
+        registry name, version and alias, source), which KServe's own response model drops."""
+        metadata = await self.dataplane.model_metadata(model_name)  # 404 when not served
+        model = self.dataplane.model_registry.get_model(model_name)
+        identity = model.identity() if hasattr(model, "identity") else {}
+        identity.pop("name", None)
+        return ORJSONResponse({**metadata, "parameters": identity})
+
     async def _serve(self, request: Request, model_name: str, protocol: str) -> Response:
         start = time.perf_counter()
         headers = dict(request.headers)
@@ -148,6 +170,21 @@ class InferenceRoutes:
 
     async def _infer(self, request: Request, headers: dict, model, model_name: str,
                      protocol: str, record: audit.AuditRecord) -> Response:
+        limit = self.guard.config.request_timeout_s
+        try:
+            async with asyncio.timeout(limit):
+                return await self._infer_within_deadline(request, headers, model, model_name,
+                                                         protocol, record)
+        except TimeoutError:
+            # The cancellation reached predict(): its queued items are cancelled futures, which
+            # the batcher skips, so no forward runs for a request nobody waits for.
+            raise DeadlineExceeded(f"the request took longer than this server's deadline of "
+                                   f"{limit:g} s; its work was dropped", reason="deadline"
+                                   ) from None
+
+    async def _infer_within_deadline(self, request: Request, headers: dict, model,
+                                     model_name: str, protocol: str,
+                                     record: audit.AuditRecord) -> Response:
         guard = self.guard
         if model is None:
             served = sorted(self.dataplane.model_registry.get_models())
@@ -161,12 +198,7 @@ class InferenceRoutes:
         body = await read_body(request, guard.config.max_body_bytes)
         if not model.ready:
             raise NotReady(f"model {model_name!r} is not ready (loading or failed to load)")
-        if protocol == "v1":
-            from .validation import load_json
-
-            payload = load_json(body)
-        else:
-            payload = decode_request(body, headers, model_name)
+        payload = await self._decode(body, headers, model_name, protocol)
         result, response_headers = await self.dataplane.infer(
             model_name=model_name, request=payload, headers=headers)
         record.version = response_headers.get(VERSION_HEADER, "")
@@ -188,13 +220,34 @@ class InferenceRoutes:
         return ORJSONResponse(content=encoded, headers=response_headers)
 
 
+    async def _decode(self, body: bytes, headers: dict, model_name: str, protocol: str):
+        """The request body as KServe's payload; parsed in a worker thread when large."""
+        from .validation import load_json
+
+        max_elements = self.guard.config.max_instances
+
+        def decode():
+            if protocol == "v1":
+                return load_json(body)
+            return decode_request(body, headers, model_name, max_elements=max_elements)
+
+        if len(body) <= INLINE_PARSE_BYTES:
+            return decode()
+        return await asyncio.to_thread(decode)
+
+
+#: Bodies up to this size are parsed on the event loop (well under a millisecond).
+INLINE_PARSE_BYTES = 256 << 10
+
 OUR_ROUTES = re.compile(r"^/v1/models/[^/]+:predict$|^/v2/models/[^/]+/infer$")
+CONTROL_ROUTES = re.compile(r"^/v2/repository/")
 
 
 class GuardMiddleware:
-    """ASGI middleware for every route that is not ours: the body limit, and (when keys are
+    """ASGI middleware for every route that is not ours: the body limit, (when keys are
     enabled) an API key on every POST - KServe's model-repository load/unload, ``:explain`` and
-    the versioned v2 infer route must not be open when inference is not."""
+    the versioned v2 infer route must not be open when inference is not - and the model
+    repository routes only when model control is enabled."""
 
     def __init__(self, app, guard: Guard) -> None:
         self.app = app
@@ -211,6 +264,11 @@ class GuardMiddleware:
                 raise _too_large(declared, limit)
             if scope.get("method") == "POST" and self.guard.auth.enabled:
                 self.guard.auth.key_id(headers)
+            if (CONTROL_ROUTES.match(scope.get("path", ""))
+                    and not self.guard.config.allow_model_control):
+                raise Forbidden("model control (load/unload) is disabled on this server; "
+                                "start it with --allow-model-control to enable it",
+                                code="model_control_disabled", reason="forbidden")
         except ServingError as exc:
             return await exc.to_response()(scope, receive, send)
         return await self.app(scope, receive, send)
@@ -244,7 +302,10 @@ async def _server_not_ready_handler(_, exc):
 
 
 async def _not_implemented_handler(_, exc):
-    return _json_error(501, "not implemented by this server", "not_implemented")
+    # KServe raises NotImplementedError for what a client asked and this server does not have
+    # (a model_version, an explainer): a missing resource (404), not a server fault (5xx).
+    return _json_error(404, "not supported by this server (model versions and explainers are "
+                            "not served)", "not_supported")
 
 
 async def _internal_handler(_, exc):
@@ -252,16 +313,16 @@ async def _internal_handler(_, exc):
     return _json_error(500, "internal error; the server log has the details", "internal_error")
 
 
-def _drop_routes(router, paths: set[str], keep: list) -> None:
-    """Remove POST routes on ``paths`` except ``keep``, also inside included routers
+def _drop_routes(router, paths: set[str], keep: list, method: str = "POST") -> None:
+    """Remove ``method`` routes on ``paths`` except ``keep``, also inside included routers
     (FastAPI >= 0.16x keeps ``include_router`` children in their own router)."""
     kept = []
     for route in router.routes:
         child = getattr(route, "original_router", None)
         if child is not None:
-            _drop_routes(child, paths, keep)
+            _drop_routes(child, paths, keep, method)
         if (route in keep or getattr(route, "path", None) not in paths
-                or "POST" not in (getattr(route, "methods", None) or set())):
+                or method not in (getattr(route, "methods", None) or set())):
             kept.append(route)
     if len(kept) != len(router.routes):
         router.routes[:] = kept
@@ -276,6 +337,9 @@ class RoadvisionRESTServer(RESTServer):
     def __init__(self, *args, guard: Guard, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
+        # KServe binds 0.0.0.0; we bind what the operator chose (127.0.0.1 by default, the
+        # images and the chart set 0.0.0.0).
+        self.config.host = guard.config.host
 
     def _register_endpoints(self, app: FastAPI) -> None:
         app.title = "roadvision serving"
@@ -290,10 +354,15 @@ class RoadvisionRESTServer(RESTServer):
             app.add_api_route(path, endpoint, methods=["POST"], response_model=None,
                               summary=summary, openapi_extra=extra, tags=["roadvision"])
             ours.append(app.router.routes[-1])
+        app.add_api_route(V2_METADATA_PATH, routes.v2_metadata, methods=["GET"],
+                          response_model=None, tags=["roadvision"],
+                          summary="Model metadata (v2), with the model's registry identity")
+        metadata_route = app.router.routes[-1]
         super()._register_endpoints(app)
         # Ours come first, so they win; drop KServe's routes of the same path and method so
         # that the OpenAPI document describes one operation per path.
         _drop_routes(app.router, {V1_PATH, V2_PATH}, keep=ours)
+        _drop_routes(app.router, {V2_METADATA_PATH}, keep=[metadata_route], method="GET")
         app.openapi_schema = None
 
     def _add_middlewares(self, app: FastAPI) -> None:
@@ -364,4 +433,16 @@ class RoadvisionModelServer(ModelServer):
             self.servers.append(self._grpc_server.start(self.max_threads))
         self.setup_event_loop()
         self.register_signal_handler()
+        # The forward, decoding and large-JSON parsing run in threads; the event loop thread
+        # (health, /metrics, every request's I/O) waits up to one switch interval for the GIL
+        # at each hand-off. 1 ms instead of Python's 5 ms keeps health answering fast while a
+        # costly request computes.
+        sys.setswitchinterval(0.001)
         asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        redis = self.guard.limiter.redis or self.guard.redis
+        if redis is not None:  # connect the pool before traffic: a burst must not pay for it
+            opened = await redis.warm()
+            log.info("redis: %d of %d pooled connections open", opened, redis.pool_size)
+        await super()._serve()

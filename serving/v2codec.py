@@ -14,7 +14,9 @@ rest of the body is the concatenated binary tensors, in input order, each announ
 ``parameters.binary_data_size``. A binary BYTES tensor is a sequence of elements, each a
 4-byte little-endian length followed by that many bytes.
 
-Every framing problem is a 400 naming the input, never a 500.
+Every framing problem is a 400 naming the input, never a 500. A tensor's ``shape`` is checked
+against its data (binary or JSON, flat or nested) before anything else looks at the data, and
+a shape announcing more than ``max_elements`` elements is refused before the data is walked.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 
-from .errors import BadRequest
+from .errors import BadRequest, Unprocessable
 from .validation import load_json
 
 HEADER = "inference-header-content-length"
@@ -63,10 +65,34 @@ def _shape(value: Any, name: str) -> list[int]:
     return value
 
 
-def decode_request(body: bytes, headers: dict[str, str], model_name: str) -> InferRequest:
+def count_elements(data: Any, expected: int, name: str) -> int:
+    """Scalars in a JSON tensor's (possibly nested) ``data``; 400 as soon as it holds more
+    scalars or lists than ``expected`` elements could need, so a body of millions of empty
+    lists costs no more than ``expected`` steps."""
+    if not isinstance(data, list):
+        return 1
+    scalars, lists, stack = 0, 1, [data]
+    while stack and scalars <= expected and lists <= expected + 1:
+        for item in stack.pop():
+            if isinstance(item, list):
+                stack.append(item)
+                lists += 1
+            else:
+                scalars += 1
+            if scalars > expected or lists > expected + 1:
+                break
+    if scalars != expected or lists > expected + 1:
+        raise _bad(f"input {name!r}: shape announces {expected} elements; data does not match "
+                   f"(at least {scalars} elements in {lists} lists)")
+    return scalars
+
+
+def decode_request(body: bytes, headers: dict[str, str], model_name: str,
+                   max_elements: int | None = None) -> InferRequest:
     """Decode a v2 REST body (JSON, or JSON + binary tensors) into a ``kserve.InferRequest``.
 
     BYTES inputs hold a flat list of ``bytes`` (binary) or the JSON ``data`` as sent.
+    ``max_elements``: the most elements one input may announce (422 past it).
     """
     header_value = headers.get(HEADER)
     if header_value is None:
@@ -94,12 +120,17 @@ def decode_request(body: bytes, headers: dict[str, str], model_name: str) -> Inf
         if datatype != "BYTES" and datatype not in _NUMPY_DTYPES:
             raise _bad(f"input {name!r}: unknown datatype {spec.get('datatype')!r}")
         shape = _shape(spec.get("shape"), name)
+        if max_elements is not None and math.prod(shape) > max_elements:
+            raise Unprocessable(f"input {name!r}: shape {shape} announces {math.prod(shape)} "
+                                f"elements; at most {max_elements} per request",
+                                code="too_many_instances", reason="too_many_instances")
         parameters = spec.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise _bad(f"input {name!r}: parameters must be an object")
         count = None  # elements sent through the binary extension (checked against the shape)
         if "data" in spec:
             data = spec["data"]
+            count_elements(data, math.prod(shape), name)
         elif "binary_data_size" in parameters:
             size = parameters["binary_data_size"]
             if not isinstance(size, int) or size < 0:

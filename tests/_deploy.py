@@ -445,6 +445,12 @@ def containers(obj: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]
             for c in pod.get("initContainers", []) + pod.get("containers", [])]
 
 
+def writable_paths(pod: dict[str, Any], container: dict[str, Any]) -> list[str]:
+    """Mount paths of the container's emptyDir volumes (all a read-only root leaves)."""
+    empty = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    return [m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] in empty]
+
+
 # --------------------------------------------------------------------------------------------
 # PromQL and /metrics
 # --------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Run as a script, this file is the server itself (``python tests/_serving.py ARGS``): the real
 ``roadvision.serving`` entry point, with one test-only addition - ``--hold_file PATH`` makes the
-model forward wait while that file exists, so a test can keep requests in flight for as long as
-it needs (to check that health answers meanwhile) without relying on timing.
+model forward wait while that file exists (``PATH.held`` exists while one waits), so a test
+can keep requests in flight for as long as it needs (to check that health answers meanwhile)
+without relying on timing.
 """
 
 from __future__ import annotations
@@ -159,6 +160,11 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
 # --- the test-only server entry point ---------------------------------------------------------
 
+def held_file(hold_file: Path) -> Path:
+    """Exists while a forward waits on ``hold_file``."""
+    return hold_file.with_name(hold_file.name + ".held")
+
+
 def _gated_main(argv: list[str]) -> None:
     from roadvision.serving.__main__ import main
     from roadvision.serving.predictor import RoadvisionModel
@@ -177,8 +183,11 @@ def _gated_main(argv: list[str]) -> None:
             forward = self.loaded.batcher.forward
 
             def gated(items):
-                while hold_file is not None and hold_file.exists():
-                    time.sleep(0.01)
+                if hold_file is not None and hold_file.exists():
+                    held_file(hold_file).touch()  # tells the test a forward is being held
+                    while hold_file.exists():
+                        time.sleep(0.01)
+                    held_file(hold_file).unlink(missing_ok=True)
                 return forward(items)
 
             self.loaded.batcher.forward = gated

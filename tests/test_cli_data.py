@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from roadvision.data.contract import read_manifest
+from roadvision.data.validate import validate_dataset
 from tests._cli import one_line_error, run_main
 from tests._fixtures import (
     corrupt_jpeg,
@@ -131,3 +132,135 @@ def test_split_and_weights_commands(tmp_path, capsys):
     assert code == 0, err
     df = read_manifest(tmp_path / "w")
     assert df["split"].notna().all() and df["weight"].notna().all()
+
+
+# -- no data loss: a non-empty --out is refused unless it is the command's own earlier output --
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_synth_over_an_existing_data_set_refuses_and_keeps_it(tmp_path, capsys):
+    make_dataset(tmp_path / "ds", n=5)
+    before = _snapshot(tmp_path / "ds")
+    code, _, err = run_main(capsys, "data", "synth", "--task", "roadwork", "--n", "2",
+                            "--preset", "tiny", "--out", tmp_path / "ds")
+    line = one_line_error(code, err)
+    assert code == 2 and "--overwrite" in line and "not empty" in line
+    assert _snapshot(tmp_path / "ds") == before  # not one byte changed
+
+    # an earlier synth with other options is not "its own output" either
+    args = ("data", "synth", "--task", "roadwork", "--preset", "tiny", "--out", tmp_path / "s")
+    assert run_main(capsys, *args, "--n", "4")[0] == 0
+    synth_before = _snapshot(tmp_path / "s")
+    code, _, err = run_main(capsys, *args, "--n", "2", "--seed", "3")
+    assert "other inputs" in one_line_error(code, err)
+    assert _snapshot(tmp_path / "s") == synth_before
+    assert run_main(capsys, *args, "--n", "4")[0] == 0  # the same command again: a retry
+    assert _snapshot(tmp_path / "s") == synth_before
+
+
+def test_synth_overwrite_replaces_the_data_set_wholly(tmp_path, capsys):
+    make_dataset(tmp_path / "ds", n=5)
+    code, _, err = run_main(capsys, "data", "synth", "--task", "roadwork", "--n", "2",
+                            "--preset", "tiny", "--out", tmp_path / "ds", "--overwrite")
+    assert code == 0, err
+    images = sorted(p.name for p in (tmp_path / "ds" / "images").iterdir())
+    assert images == sorted(Path(p).name for p in read_manifest(tmp_path / "ds")["image"])
+    assert len(images) == 2  # no stale image of the old data set is left behind
+    code, out, _ = run_main(capsys, "data", "validate", tmp_path / "ds")
+    assert code == 0 and "no problems" in out
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".ds.")]  # no temp left
+
+
+def test_a_write_that_fails_midway_leaves_the_old_data_whole(tmp_path, monkeypatch):
+    import roadvision.data.synth as synth
+
+    synth.generate("roadwork", 3, 0, tmp_path / "ds", preset="tiny")
+    before = _snapshot(tmp_path / "ds")
+    real = synth.write_dataset
+
+    def crash(out, df, info):
+        real(out, df, info)  # the new manifest is complete in the temporary folder...
+        raise OSError("disk full")  # ...and then the writer dies
+
+    monkeypatch.setattr(synth, "write_dataset", crash)
+    with pytest.raises(OSError, match="disk full"):
+        synth.generate("roadwork", 6, 1, tmp_path / "ds", preset="tiny", overwrite=True)
+    assert _snapshot(tmp_path / "ds") == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # the temporary folder is gone
+
+
+def test_a_killed_synth_leaves_the_old_data_whole(tmp_path):
+    import signal
+    import time
+
+    make_dataset(tmp_path / "ds", n=4)
+    before = _snapshot(tmp_path / "ds")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "roadvision.cli", "data", "synth", "--task", "roadwork",
+         "--n", "5000", "--preset", "tiny", "--out", str(tmp_path / "ds"), "--overwrite"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**__import__("os").environ, "ROADVISION_QUIET": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # kill it once it is writing images
+            temps = [p for p in tmp_path.iterdir() if p.name.startswith(".ds.tmp-")]
+            if temps and len(list((temps[0] / "images").glob("*.jpg"))) >= 20:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("synth never started writing")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert _snapshot(tmp_path / "ds") == before
+    assert validate_dataset(tmp_path / "ds").ok
+
+
+@pytest.mark.parametrize("command", ["ingest", "import", "split", "weights"])
+def test_data_commands_refuse_a_foreign_output_folder(tmp_path, capsys, command):
+    make_dataset(tmp_path / "ds", n=6, size=(8, 8))
+    src = tmp_path / "ds"
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "thesis.txt").write_text("three years of work")
+    natix = write_natix(tmp_path / "n.parquet", [{"id": "a", "image": jpeg(1), "label": 1}])
+    args = {"ingest": ("data", "ingest", src), "import": ("data", "import", "--format", "natix",
+                                                         natix),
+            "split": ("data", "split", src), "weights": ("data", "weights", src, "--targets",
+                                                         "40,-80")}[command]
+    code, _, err = run_main(capsys, *args, "--out", out)
+    assert "thesis.txt" in one_line_error(code, err) and code == 2
+    assert [p.name for p in out.iterdir()] == ["thesis.txt"]
+    code, _, err = run_main(capsys, *args, "--out", out)  # still refused the second time
+    assert code == 2
+    assert run_main(capsys, *args, "--out", tmp_path / "fresh")[0] == 0
+    assert run_main(capsys, *args, "--out", tmp_path / "fresh")[0] == 0  # a re-run: fine
+    code, _, err = run_main(capsys, *args, "--out", out, "--overwrite")
+    assert code == 0, err
+    assert not (out / "thesis.txt").exists() and validate_dataset(out).ok
+
+
+# -- one readable line where a traceback was -------------------------------------------------
+@pytest.mark.parametrize(("rows", "needle"), [
+    ([{}, {}, {"lat": float("inf")}], "row 2 (id 's002'), column 'lat': inf"),
+    ([{}, {"lon": float("-inf")}], "row 1 (id 's001'), column 'lon': -inf"),
+    ([{}, {}, {}, {"label": "yes"}], "row 3 (id 's003'), column 'label': 'yes'"),
+])
+def test_split_of_a_bad_manifest_is_one_line(tmp_path, capsys, rows, needle):
+    from roadvision.data.contract import DatasetInfo, classes_for
+
+    make_dataset(tmp_path / "ds", n=5, size=(8, 8))
+    df = read_manifest(tmp_path / "ds")
+    df["label"] = df["label"].astype(str)  # a string column, as CSV-made manifests have
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            df.loc[i, key] = value
+    df.to_parquet(tmp_path / "ds" / "manifest.parquet")  # as a hand edit would leave it
+    (tmp_path / "ds" / "dataset.json").write_text(
+        DatasetInfo(task="roadwork", classes=classes_for("roadwork")).to_json())
+    code, _, err = run_main(capsys, "data", "split", tmp_path / "ds", "--out", tmp_path / "o")
+    line = one_line_error(code, err)
+    assert code == 2 and needle in line and "manifest.parquet" in line
+    assert not (tmp_path / "o").exists()

@@ -88,3 +88,29 @@ def test_commands_name_a_missing_bundle_or_data_set(roadwork_data, tmp_path, cap
     assert "missing is not a directory" in one_line_error(code, err)
     code, _, err = run_main(capsys, "calibrate", tmp_path, roadwork_data)
     assert "is not a model bundle" in one_line_error(code, err)
+
+
+def test_train_and_reports_refuse_a_foreign_folder(roadwork_data, tmp_path, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.txt").write_text("three years of work")
+    code, _, err = run_main(capsys, "train", roadwork_data, notes, "--profile", "tiny")
+    line = one_line_error(code, err)
+    assert code == 2 and "holds no earlier run" in line and "--overwrite" in line
+    for command in ("evaluate", "analyze"):
+        code, _, err = run_main(capsys, command, tmp_path / "any-bundle", roadwork_data,
+                                "--out", notes)
+        assert "thesis.txt" in one_line_error(code, err)
+    assert [p.name for p in notes.iterdir()] == ["thesis.txt"]
+
+
+def test_train_overwrite_trains_aside_and_swaps_in(roadwork_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stale.txt").write_text("old")
+    code, out, err = run_main(capsys, "train", roadwork_data, run, "--profile", "tiny",
+                              "--epochs", "1", "--no-calibrate", "--overwrite")
+    assert code == 0, err
+    assert f"bundle: {run / 'bundle'}" in out
+    assert not (run / "stale.txt").exists() and (run / "bundle" / "config.json").is_file()
+    load_bundle(run / "bundle")

@@ -26,6 +26,7 @@ from _deploy import (
     undocumented_keys,
     validate_object,
     values_file,
+    writable_paths,
 )
 
 VALUE_SETS = {
@@ -66,6 +67,9 @@ def test_lint_fails_on_a_broken_value():
     ({"predictor": {"resources": {"limits": {"memory": None}}}}, "memory"),  # null deletes
     ({"metrics": {"prometheusRule": {"errorRatio": 5}}}, "errorRatio"),
     ({"containerSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),
+    # the storage initializer cannot fetch these: `roadvision model uri` gives the s3:// path
+    ({"model": {"storageUri": "models:/roadwork@champion"}}, "storageUri"),
+    ({"model": {"storageUri": "mlflow-artifacts:/1/models/m-1/artifacts"}}, "storageUri"),
 ])
 def test_values_schema_rejects_bad_values(values, fragment):
     with helm_python.Chart.load(str(CHART)) as chart:
@@ -85,6 +89,10 @@ def test_values_schema_rejects_bad_values(values, fragment):
     ({"mlflow": {"trackingUri": ""}}, "mlflow.trackingUri"),
     ({"redis": {"externalUrl": "redis://cache:6379/0"}}, "pick one"),
     ({"serviceAccount": {"create": False}}, "serviceAccount.name"),
+    ({"s3": {"createSecret": True}}, "needs s3.accessKeyId and s3.secretAccessKey"),
+    ({"s3": {"createSecret": True, "secretName": "", "accessKeyId": "a",
+             "secretAccessKey": "b"}}, "needs s3.secretName"),
+    ({"s3": {"accessKeyId": "a", "secretAccessKey": "b"}}, "s3.createSecret is false"),
 ])
 def test_validate_config_fails_with_a_readable_message(values, message):
     with pytest.raises(helm_python.HelmError, match=message):
@@ -222,12 +230,97 @@ def test_optional_monitoring_and_policies_default_off(rendered):
     assert {"ServiceMonitor", "PrometheusRule", "NetworkPolicy", "ConfigMap"} <= prod_kinds
 
 
+def _predictor_env(objects) -> dict[str, str | None]:
+    container = find(objects, "InferenceService")["spec"]["predictor"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
 def test_storage_uri_replaces_the_registry_uri():
     objects = render_chart({"model": {"storageUri": "s3://models/roadwork/3"}})
-    env = {e["name"]: e.get("value") for e in
-           find(objects, "InferenceService")["spec"]["predictor"]["containers"][0]["env"]}
+    env = _predictor_env(objects)
     assert env["STORAGE_URI"] == "s3://models/roadwork/3"
     assert env["ROADVISION_MODEL_URI"] == "/mnt/models"
+
+
+# What `roadvision model uri roadwork@champion --artifacts-destination s3://mlflow` prints for a
+# version logged through the tracking server's artifact proxy: the MLflow model folder.
+ALIAS_S3_URI = "s3://mlflow/1/models/m-0123456789abcdef/artifacts"
+
+
+@pytest.mark.parametrize("values, expected", [
+    # the predictor resolves the alias itself (MLflow client, artifact proxy or S3)
+    ({}, {"ROADVISION_MODEL_URI": "models:/roadwork@champion",
+          "MLFLOW_TRACKING_URI": "http://mlflow.mlflow.svc.cluster.local:5000"}),
+    # KServe's storage initializer downloads the alias's s3:// folder into /mnt/models
+    ({"model": {"storageUri": ALIAS_S3_URI}},
+     {"STORAGE_URI": ALIAS_S3_URI, "ROADVISION_MODEL_URI": "/mnt/models"}),
+])
+def test_a_registry_alias_deploys_either_way(values, expected):
+    objects = render_chart(values)
+    for obj in objects:
+        validate_object(obj)
+    env = _predictor_env(objects)
+    assert {k: env.get(k) for k in expected} == expected
+    assert ("STORAGE_URI" in env) == ("STORAGE_URI" in expected)
+    account = find(objects, "ServiceAccount")
+    assert account["secrets"] == [{"name": "roadvision-s3"}]  # the storage initializer's keys
+
+
+def test_s3_endpoint_annotations_are_on_the_secret_not_the_service_account():
+    """KServe's credential builder reads serving.kserve.io/s3-* from the Secrets a
+    ServiceAccount lists; on the ServiceAccount they would be ignored and the storage
+    initializer would go to AWS instead of the in-cluster object store."""
+    default = render_chart(None)
+    account = find(default, "ServiceAccount")
+    assert not [k for k in account["metadata"].get("annotations", {})
+                if k.startswith("serving.kserve.io/s3-")]
+    assert not [o for o in default if o["kind"] == "Secret"]  # an existing Secret by default
+
+    objects = render_chart({"s3": {"createSecret": True, "accessKeyId": "AKIA-test",
+                                   "secretAccessKey": "s3cr3t"}})
+    secret = find(objects, "Secret", "roadvision-s3")
+    validate_object(secret)
+    assert secret["metadata"]["annotations"] == {
+        "serving.kserve.io/s3-endpoint": "minio.minio.svc.cluster.local:9000",
+        "serving.kserve.io/s3-usehttps": "0", "serving.kserve.io/s3-region": "us-east-1"}
+    assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": "AKIA-test",
+                                    "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    assert find(objects, "ServiceAccount")["secrets"] == [{"name": "roadvision-s3"}]
+
+
+def test_without_a_secret_the_s3_settings_stay_on_the_service_account_for_irsa():
+    objects = render_chart({"s3": {"secretName": ""}, "serviceAccount": {"annotations": {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/rv"}}})
+    account = find(objects, "ServiceAccount")
+    assert "secrets" not in account
+    assert account["metadata"]["annotations"]["serving.kserve.io/s3-endpoint"] == (
+        "minio.minio.svc.cluster.local:9000")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_roadvision_home_is_on_an_emptydir_under_a_read_only_root(rendered, name):
+    """models:/ downloads land in ROADVISION_HOME; with it unset they went to the working
+    directory, on the read-only root (OSError: [Errno 30] Read-only file system)."""
+    (pod, container), = containers(find(rendered[name], "InferenceService"))
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    home = env["ROADVISION_HOME"]
+    assert any(home == p or home.startswith(p.rstrip("/") + "/")
+               for p in writable_paths(pod, container)), home
+    for var in ("HOME", "XDG_CACHE_HOME"):
+        assert any(env[var].startswith(p) for p in writable_paths(pod, container))
+
+
+def test_the_server_binds_every_address_in_the_pod(rendered):
+    """The server binds 127.0.0.1 by default; kubelet probes and the Service use the pod IP."""
+    container = find(rendered["default"], "InferenceService")["spec"]["predictor"][
+        "containers"][0]
+    assert "--host=0.0.0.0" in container["args"]
+    from roadvision.serving.__main__ import build_parser
+
+    args = build_parser().parse_args(container["args"])
+    assert args.host == "0.0.0.0" and args.http_port == 8080
 
 
 def test_external_redis_replaces_the_in_cluster_one():
@@ -287,7 +380,8 @@ def test_every_roadvision_env_var_is_one_the_server_reads(rendered):
     """A misspelt variable would be ignored silently by the server: catch it here."""
     from roadvision.serving.config import ENV_VARS
 
-    known = set(ENV_VARS.values()) | {"ROADVISION_MODEL_URI", "ROADVISION_MODEL_NAME"}
+    known = set(ENV_VARS.values()) | {"ROADVISION_MODEL_URI", "ROADVISION_MODEL_NAME",
+                                      "ROADVISION_HOME"}  # read by roadvision.registry
     for name in VALUE_SETS:
         container = find(rendered[name], "InferenceService")["spec"]["predictor"]["containers"][0]
         ours = {e["name"] for e in container["env"]

@@ -28,6 +28,7 @@ from _deploy import (
     render_chart,
     sdk_model_schema,
     validate_object,
+    writable_paths,
 )
 from yamllint import linter
 from yamllint.config import YamlLintConfig
@@ -88,6 +89,25 @@ def test_dev_overlay_is_cpu_only_and_small(built):
     env = {e["name"]: e.get("value") for e in predictor["containers"][0]["env"]}
     assert env["ROADVISION_MODEL_URI"] == "models:/roadwork@challenger"
     assert env["ROADVISION_MAX_BATCH_SIZE"] == "4"
+
+
+@pytest.mark.parametrize("name", ["base", *OVERLAYS])
+def test_s3_annotations_are_left_to_the_secret(built, name):
+    """KServe reads serving.kserve.io/s3-* from the listed Secret, never from here."""
+    account = find(built[name], "ServiceAccount")
+    assert account["secrets"] == [{"name": "roadvision-s3"}]
+    assert not [k for k in account["metadata"].get("annotations", {})
+                if k.startswith("serving.kserve.io/")]
+
+
+@pytest.mark.parametrize("name", ["base", *OVERLAYS])
+def test_the_predictor_writes_only_to_its_emptydir_and_binds_the_pod_ip(built, name):
+    (pod, container), = containers(find(built[name], "InferenceService"))
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert any(env["ROADVISION_HOME"].startswith(p.rstrip("/") + "/")
+               for p in writable_paths(pod, container))
+    assert "--host=0.0.0.0" in container["args"]
 
 
 @pytest.mark.parametrize("name", ["base", *OVERLAYS])

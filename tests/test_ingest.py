@@ -154,3 +154,34 @@ def test_ingest_from_s3(tmp_path, s3_endpoint):
         ingest("s3://no-such-bucket/x", tmp_path / "o2", endpoint_url=s3_endpoint)
     with pytest.raises(UserError, match="no manifest.parquet"):
         ingest("s3://roads/raw/v2", tmp_path / "o3", endpoint_url=s3_endpoint)
+
+
+def test_s3_keys_and_prefixes_cannot_climb(tmp_path, s3_endpoint):
+    make_dataset(tmp_path / "src", n=4, rows=[{}, {"image": "../secret.jpg"},
+                                              {"image": "/raw/secret.jpg"}])
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="roads")
+    client.put_object(Bucket="roads", Key="raw/secret.jpg", Body=b"TOP-SECRET-MARKER")
+    for path in (tmp_path / "src").rglob("*"):
+        if path.is_file():
+            client.upload_file(str(path), "roads", f"raw/v1/{path.relative_to(tmp_path / 'src')}")
+    report = ingest("s3://roads/raw/v1", tmp_path / "out", endpoint_url=s3_endpoint)
+    assert {e.id: e.reason for e in report.quarantined} == {"s001": "bad_path",
+                                                            "s002": "bad_path"}
+    assert not [p for p in (tmp_path / "out").rglob("*")
+                if p.is_file() and b"TOP-SECRET-MARKER" in p.read_bytes()]
+    for prefix in ("raw/v1/..", "raw/./v1", "raw//v1"):
+        with pytest.raises(UserError, match="segment"):
+            ingest(f"s3://roads/{prefix}", tmp_path / "o2", endpoint_url=s3_endpoint)
+
+
+def test_rerun_into_a_foreign_folder_is_refused_and_overwrite_replaces_it(tmp_path):
+    make_dataset(tmp_path / "src", n=3)
+    make_dataset(tmp_path / "other", n=5, seed=7)
+    before = sorted(p.name for p in (tmp_path / "other" / "images").iterdir())
+    with pytest.raises(UserError, match="not empty"):
+        ingest(tmp_path / "src", tmp_path / "other")
+    assert sorted(p.name for p in (tmp_path / "other" / "images").iterdir()) == before
+    ingest(tmp_path / "src", tmp_path / "other", overwrite=True)
+    assert len(list((tmp_path / "other" / "images").iterdir())) == 3  # nothing stale
+    assert validate_dataset(tmp_path / "other").ok

@@ -31,7 +31,7 @@ def env(tmp_path_factory):
     lanes = make_bundle("lanes_tiny", root / "lanes", seed=0)
     server = ServingServer(
         args=["--model", f"roadwork={served}", "--model", f"lanes={lanes}",
-              "--redis", redis.url],
+              "--redis", redis.url, "--allow_model_control"],
         log_path=root / "server.log",
         env={"ROADVISION_REDIS_TIMEOUT_S": "0.05"},
     )

@@ -48,7 +48,7 @@ def env(tmp_path_factory):
         args=["--model", f"roadwork={roadwork}", "--model", f"pending={pending}",
               "--redis", redis.url, "--api_keys_file", str(keys),
               "--rate_limit_per_min", "1000", "--max_body_bytes", str(MAX_BODY),
-              "--max_pixels", str(MAX_PIXELS), "--max_tta", "flip"],
+              "--max_pixels", str(MAX_PIXELS), "--max_tta", "flip", "--allow_model_control"],
         log_path=root / "server.log",
     )
     server.start(ready_models=("roadwork",))

@@ -512,7 +512,8 @@ def test_cli_serve_maps_options_onto_the_entry_point(monkeypatch):
                                       "--model-name", "roadwork", "--port", "9000",
                                       "--redis", "redis://x:1/0", "--max-tta", "flip"])
     assert result.exit_code == 0, result.output
-    assert seen["argv"] == ["--http_port", "9000", "--model", "roadwork=/b1", "--model", "/b2",
+    assert seen["argv"] == ["--http_port", "9000", "--host", "127.0.0.1",
+                            "--model", "roadwork=/b1", "--model", "/b2",
                             "--redis", "redis://x:1/0", "--max_tta", "flip"]
 
 

@@ -81,6 +81,24 @@ def test_early_stopping_stops(roadwork_dir, tmp_path):
     assert len(again.history) == 2
 
 
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_a_damaged_checkpoint_is_set_aside_and_training_goes_on(roadwork_dir, tmp_path, capfd,
+                                                                 damage):
+    cfg = _tiny("roadwork", epochs=2, max_steps_per_epoch=1)
+    train(roadwork_dir, tmp_path, cfg.replace(stop_after_epochs=1))
+    state = tmp_path / "checkpoint" / "state.pt"
+    data = state.read_bytes()
+    state.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\x00" * 64)
+    capfd.readouterr()
+    result = train(roadwork_dir, tmp_path, cfg)  # used to die in torch.load (OSError)
+    assert result.finished and len(result.history) == 2  # restarted from the beginning
+    err = capfd.readouterr().err
+    assert "checkpoint/state.pt cannot be read" in err and "checkpoint.corrupt-1" in err
+    kept = tmp_path / "checkpoint.corrupt-1" / "state.pt"
+    assert kept.read_bytes() != data and kept.stat().st_size in (len(data) // 2, 64)
+    assert load_checkpoint(tmp_path)["epoch"] == 2  # a fresh, good checkpoint
+
+
 def test_test_split_is_never_read(tmp_path):
     data = make_roadwork(tmp_path / "data", n=20, size=32)
     df = read_manifest(data)

@@ -13,6 +13,9 @@ from roadvision.errors import UserError
 app = typer.Typer(help="Make, import, validate and prepare data sets.", no_args_is_help=True)
 console = Console()
 
+_OVERWRITE_HELP = ("replace a non-empty --out that is not this command's earlier output for the "
+                   "same inputs (without it such a folder is refused and left untouched)")
+
 
 @app.command("synth")
 def synth(
@@ -23,12 +26,13 @@ def synth(
     preset: str = typer.Option("default", help="generator preset (see --help of each task)"),
     size: str | None = typer.Option(None, help="image size WxH, e.g. 512x512 (up to 4032x3024)"),
     num_classes: int = typer.Option(4, help="lanes only: 4 or 12 classes"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Generate a procedural data set (aerial lanes or street-level roadwork)."""
     from roadvision.data.synth import generate
 
     info = generate(task=task, n=n, seed=seed, out=out, preset=preset,
-                    size=_parse_size(size), num_classes=num_classes)
+                    size=_parse_size(size), num_classes=num_classes, overwrite=overwrite)
     console.print(f"[green]wrote[/] {info.num_samples} {info.task} samples to {out} "
                   f"(content hash {info.content_hash[:12]})")
 
@@ -41,6 +45,7 @@ def import_(
     line_width: float = typer.Option(2.0, help="ael only: rasterised line width in pixels"),
     reduce_zero_label: bool = typer.Option(False, help="mmseg only: annotation 0 is 'ignore'"),
     num_classes: int = typer.Option(4, help="mmseg/ael only: 4 or 12 lane classes"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Import a data set in a real-world format into the data contract.
 
@@ -49,7 +54,8 @@ def import_(
     from roadvision.data.importers import import_dataset
 
     report = import_dataset(fmt, src, out, line_width=line_width,
-                            reduce_zero_label=reduce_zero_label, num_classes=num_classes)
+                            reduce_zero_label=reduce_zero_label, num_classes=num_classes,
+                            overwrite=overwrite)
     console.print(report.summary(), markup=False, highlight=False)
 
 
@@ -91,11 +97,13 @@ def ingest(
     endpoint_url: str | None = typer.Option(None, envvar="AWS_ENDPOINT_URL",
                                             help="S3 endpoint (MinIO etc.)"),
     max_pixels: int = typer.Option(4032 * 3024 * 2, help="refuse larger images"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Copy a data set in, decoding and checking every file; bad files are quarantined."""
     from roadvision.data.ingest import ingest as run_ingest
 
-    report = run_ingest(src, out, endpoint_url=endpoint_url, max_pixels=max_pixels)
+    report = run_ingest(src, out, endpoint_url=endpoint_url, max_pixels=max_pixels,
+                        overwrite=overwrite)
     console.print(report.summary(), markup=False, highlight=False)
 
 
@@ -109,12 +117,14 @@ def split(
     test_fraction: float = typer.Option(0.20, min=0.0, max=0.9),
     min_distance_m: float = typer.Option(100.0, min=0.0, help="train-to-val/test gap in metres"),
     seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Add a ``split`` column: geo-aware, optionally holding out whole cities."""
     from roadvision.data.split import split_dataset
 
     info = split_dataset(dataset, out, holdout_cities=holdout_cities, val_fraction=val_fraction,
-                         test_fraction=test_fraction, min_distance_m=min_distance_m, seed=seed)
+                         test_fraction=test_fraction, min_distance_m=min_distance_m, seed=seed,
+                         overwrite=overwrite)
     console.print(f"[green]wrote[/] {out}: {info.extra.get('split_counts')}")
     for warning in info.extra.get("split", {}).get("warnings", []):
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
@@ -126,11 +136,13 @@ def weights(
     targets: str = typer.Option(..., help="deployment regions: a file or 'lat,lon;lat,lon'"),
     out: Path = typer.Option(..., help="output folder"),
     null_weight: float = typer.Option(1.0, min=0.0, help="weight of rows without GPS"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Add a ``weight`` column favouring the target deployment regions (never the test set)."""
     from roadvision.data.weights import gps_weights, parse_targets
 
-    info = gps_weights(dataset, out, targets=parse_targets(targets), null_weight=null_weight)
+    info = gps_weights(dataset, out, targets=parse_targets(targets), null_weight=null_weight,
+                       overwrite=overwrite)
     summary = info.extra.get("weights", {})
     console.print(f"[green]wrote[/] {out}: weighted {summary.get('scope')}; "
                   f"{summary.get('share_simulated_epoch', 0):.0%} of a weighted epoch within "

@@ -41,11 +41,53 @@ def _dir(path: Path, what: str) -> Path:
     return path
 
 
+def _report_folder(out: Path, command: str, overwrite: bool, bundle_dir: Path, data_dir: Path,
+                   **options: Any) -> Any:
+    """The ``OutputFolder`` a report is written into (aside, then swapped in whole)."""
+    from roadvision.data.output import OutputFolder
+
+    inputs = {"bundle": str(bundle_dir.resolve()), "data": str(data_dir.resolve()), **options}
+    return OutputFolder(out, command=command, inputs=inputs, overwrite=overwrite)
+
+
 def _bundle(path: Path) -> Path:
     if not (_dir(path, "bundle") / "config.json").is_file():
         raise UserError(f"{path} is not a model bundle (no config.json); a training run writes "
                         f"its bundle to RUN_DIR/bundle")
     return path
+
+
+_OVERWRITE_HELP = ("replace a non-empty folder that is not this command's earlier output "
+                   "(without it such a folder is refused and left untouched)")
+
+
+def _is_run_dir(path: Path) -> bool:
+    """A training run's folder: what ``train``/``distill`` write first and resume from."""
+    from roadvision.training.checkpoint import CHECKPOINT_DIR
+
+    return (path / "train_config.json").is_file() or (path / CHECKPOINT_DIR).is_dir()
+
+
+def _run_in(run_dir: Path, overwrite: bool, fit: Any) -> Any:
+    """Run ``fit(folder)`` for a run folder: resume an earlier run in place; refuse a foreign
+    non-empty folder; with ``overwrite`` train aside and swap in only when training is done,
+    so a killed run leaves the old folder whole."""
+    from dataclasses import replace
+
+    from roadvision.data.output import OutputFolder, is_empty
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} exists and is not a folder")
+    if not overwrite:
+        if not is_empty(run_dir) and not _is_run_dir(run_dir):
+            raise UserError(f"run folder {run_dir}: not empty and holds no earlier run (no "
+                            "train_config.json or checkpoint/); pass --overwrite to replace "
+                            "it, or choose another folder")
+        return fit(run_dir)
+    with OutputFolder(run_dir, command="train", inputs={}, overwrite=True,
+                      option="RUN_DIR") as tmp:
+        result = fit(tmp)
+    return replace(result, bundle_dir=run_dir / Path(result.bundle_dir).name)
 
 
 def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
@@ -114,6 +156,7 @@ def train(
     sets: list[str] = typer.Option([], "--set", help=_SET_HELP),
     calibrate_after: bool = typer.Option(True, "--calibrate/--no-calibrate",
                                          help="fit temperature and bias on val afterwards"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Train a model; the test split is never read. Re-running resumes from the checkpoint."""
     from roadvision.training import train as train_model
@@ -122,7 +165,8 @@ def train(
                   lr=lr, seed=seed, device=device)
     console.print(f"training {cfg.preset} on {data_dir} (profile {profile}, {cfg.epochs} "
                   f"epochs max) into {run_dir}")
-    _report_run(train_model(data_dir, run_dir, cfg), calibrate_after, data_dir)
+    result = _run_in(run_dir, overwrite, lambda folder: train_model(data_dir, folder, cfg))
+    _report_run(result, calibrate_after, data_dir)
 
 
 def distill(
@@ -138,6 +182,7 @@ def distill(
     temperature: float | None = typer.Option(None, help="softening temperature T"),
     sets: list[str] = typer.Option([], "--set", help=_SET_HELP),
     calibrate_after: bool = typer.Option(True, "--calibrate/--no-calibrate"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Distil an ensemble of teacher bundles into one smaller student."""
     from roadvision.data.contract import read_info
@@ -149,7 +194,9 @@ def distill(
     cfg = _config(data_dir, profile, sets, preset=preset, epochs=epochs, distill_alpha=alpha,
                   distill_temperature=temperature)
     console.print(f"distilling {len(teachers)} teacher(s) into {cfg.preset} in {run_dir}")
-    _report_run(distill_model(teachers, data_dir, run_dir, cfg), calibrate_after, data_dir)
+    result = _run_in(run_dir, overwrite,
+                     lambda folder: distill_model(teachers, data_dir, folder, cfg))
+    _report_run(result, calibrate_after, data_dir)
 
 
 def calibrate(
@@ -172,12 +219,21 @@ def evaluate(
     protocol: str | None = typer.Option(None, help="natix: 224 px JPEG, no metadata, 4 levels"),
     out: Path | None = typer.Option(None, help="write metrics.json and predictions.parquet"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Score a bundle: roadwork MCC@0.5, accuracy, F1, AUROC, ECE; lanes per-class IoU, mIoU."""
     from roadvision.evaluation import evaluate as evaluate_bundle
 
-    result = evaluate_bundle(_bundle(bundle_dir), _dir(data_dir, "data set"), split=split,
-                             tta=tta, protocol=protocol, out_dir=out)
+    def run(folder: Path | None) -> dict[str, Any]:
+        return evaluate_bundle(_bundle(bundle_dir), _dir(data_dir, "data set"), split=split,
+                               tta=tta, protocol=protocol, out_dir=folder)
+
+    if out is None:
+        result = run(None)
+    else:
+        with _report_folder(out, "evaluate", overwrite, bundle_dir, data_dir, split=split,
+                            tta=tta, protocol=protocol) as tmp:
+            result = run(tmp)
     if as_json:
         typer.echo(json.dumps(result["metrics"], indent=2, default=str))
         return
@@ -203,14 +259,18 @@ def analyze(
     split: str = typer.Option("test", help="split to analyse"),
     tta: str = typer.Option("none", help="none, flip or full"),
     max_gallery: int = typer.Option(12, min=0, help="worst cases shown with overlays"),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Error analysis: every failure with its metadata, sliced metrics and an HTML report."""
     import pandas as pd
 
     from roadvision.evaluation.error_analysis import error_analysis
 
-    report = error_analysis(_bundle(bundle_dir), _dir(data_dir, "data set"), out, split=split,
-                            tta=tta, max_gallery=max_gallery)
+    with _report_folder(out, "analyze", overwrite, bundle_dir, data_dir, split=split, tta=tta,
+                        max_gallery=max_gallery) as tmp:
+        name = error_analysis(_bundle(bundle_dir), _dir(data_dir, "data set"), tmp,
+                              split=split, tta=tta, max_gallery=max_gallery).name
+    report = out / name
     failures = pd.read_csv(report.parent / "failures.csv")
     console.print(f"{len(failures)} failures listed in {report.parent / 'failures.csv'}")
     console.print(f"report: {report}")

@@ -1,4 +1,5 @@
-"""``roadvision model ...``: list, show, promote and roll back registered models (MLflow)."""
+"""``roadvision model ...``: list, show, promote, roll back, audit registered models (MLflow);
+``model uri`` prints a version's storage location for KServe's ``storageUri``."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import json
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-app = typer.Typer(help="Registered models: list, show, promote, rollback (MLflow registry).",
+app = typer.Typer(help="Registered models: list, show, promote, rollback, audit, uri (MLflow).",
                   no_args_is_help=True)
 console = Console()
 
@@ -21,14 +23,22 @@ def register(root: typer.Typer) -> None:
 @app.callback()
 def _store(tracking_uri: str | None = typer.Option(
         None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-        help="MLflow store (default: .roadvision/mlflow.db)")) -> None:
+        help="MLflow store (default: mlflow.db in ROADVISION_HOME, ~/.cache/roadvision)")
+           ) -> None:
+    import os
+    from pathlib import Path
+
     from roadvision import registry
 
+    if not tracking_uri and not os.environ.get("ROADVISION_HOME") and \
+            Path(".roadvision", "mlflow.db").is_file():
+        # The default store used to live in the working directory; say where it went.
+        typer.secho(f"note: ./.roadvision/mlflow.db is not the default store any more (it is "
+                    f"{registry.tracking_uri()}); set ROADVISION_HOME=.roadvision to use it",
+                    err=True, fg=typer.colors.YELLOW)
     registry.check_tracking(tracking_uri, parameter="--tracking-uri")
     registry.configure(tracking_uri)
     if tracking_uri:
-        import os
-
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
 
@@ -73,21 +83,30 @@ def show(model: str = typer.Argument(..., help="NAME, NAME@alias or NAME/version
     table.add_column("tag")
     table.add_column("value", overflow="fold")
     for key in sorted(info.tags):
-        table.add_row(key, info.tags[key])
+        table.add_row(escape(key), escape(info.tags[key]))
     console.print(table)
 
 
 @app.command("promote")
 def promote(name: str = typer.Argument(..., help="registered model name"),
-            version: str = typer.Argument(..., help="version to make @champion"),
-            reason: str = typer.Option("", help="why (kept in the audit tags)")) -> None:
+            version: str = typer.Argument(..., help="version to make @champion (3 or v3)"),
+            reason: str = typer.Option("", help="why (kept in the audit tags)"),
+            force: bool = typer.Option(False, "--force",
+                                       help="promote a version the gate refused (needs --reason)")
+            ) -> None:
     """Make VERSION the champion by hand (audit tags record who, when, why)."""
     from roadvision import registry
+    from roadvision.errors import UserError
 
-    previous = registry.champion(name)
-    info = registry.promote(name, version, reason=reason or "manual promotion")
-    was = f" (was v{previous.version})" if previous else ""
-    console.print(f"[green]{name} v{info.version} is now @champion[/]{was}")
+    version = registry.parse_version(version)
+    if force and not reason.strip():
+        raise UserError("--force: say why with --reason (it goes into the audit log)")
+    info = registry.promote(name, version, reason=reason or "manual promotion", force=force)
+    previous = info.tags.get("roadvision.champion.previous")
+    was = f" (was v{previous})" if previous and previous != info.version else ""
+    forced = " (forced over the gate's refusal)" if force and \
+        info.tags.get("gate.decision") == "refuse" else ""
+    console.print(f"[green]{name} v{info.version} is now @champion[/]{was}{forced}")
 
 
 @app.command("rollback")
@@ -96,7 +115,43 @@ def rollback(name: str = typer.Argument(..., help="registered model name"),
     """Point @champion back at the previous champion."""
     from roadvision import registry
 
-    current = registry.champion(name)
     info = registry.rollback(name, reason=reason)
-    console.print(f"[yellow]{name} @champion rolled back from v{current.version} to "
-                  f"v{info.version}[/]")
+    was = info.tags.get("roadvision.champion.previous", "?")
+    console.print(f"[yellow]{name} @champion rolled back from v{was} to v{info.version}[/]")
+
+
+@app.command("audit")
+def audit(name: str = typer.Argument(..., help="registered model name"),
+          as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Every alias change of NAME, oldest first (who, when, why)."""
+    from roadvision import registry
+
+    registry.list_versions(name)  # a clear error for an unknown model
+    entries = registry.audit_log(name)
+    if as_json:
+        console.print_json(json.dumps(entries))
+        return
+    table = Table()
+    for column in ("#", "at", "action", "alias", "version", "previous", "by", "reason"):
+        table.add_column(column, overflow="fold")
+    for i, e in enumerate(entries, 1):
+        reason = str(e.get("reason", ""))
+        if e.get("forced"):
+            reason += f" [gate refused: {e.get('gate_reason', '')}]"
+        cells = (e.get("seq", i), e.get("at", ""), e.get("action", ""), f"@{e.get('alias', '')}",
+                 e.get("version") or "-", e.get("previous") or "-", e.get("by", ""), reason)
+        table.add_row(*(escape(str(c)) for c in cells))  # reasons are text, not rich markup
+    console.print(table)
+
+
+@app.command("uri")
+def uri(model: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or models:/..."),
+        artifacts_destination: str | None = typer.Option(
+            None, "--artifacts-destination", envvar="ROADVISION_ARTIFACTS_DESTINATION",
+            help="the tracking server's --artifacts-destination (s3://BUCKET/PREFIX), to "
+                 "resolve mlflow-artifacts: URIs")) -> None:
+    """Print the version's model folder as KServe's storageUri takes it (s3://...)."""
+    from roadvision import registry
+
+    # Plain print: a bare line that $(roadvision model uri ...) can use.
+    print(registry.artifact_location(model, artifacts_destination))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,8 @@ __all__ = [
     "parse_gps",
     "empty_manifest",
     "read_manifest",
+    "coerce_manifest",
+    "check_gps",
     "read_info",
     "write_dataset",
     "content_hash",
@@ -267,25 +270,78 @@ def write_dataset(out_dir: str | Path, df: pd.DataFrame, info: DatasetInfo) -> D
     return info
 
 
+def _read_file(dataset_dir: str | Path, name: str) -> bytes | None:
+    """A data set's own file, never through a symbolic link (see ``data.confine``)."""
+    from roadvision.data.confine import PathRefused, read_confined
+
+    try:
+        return read_confined(dataset_dir, name)
+    except PathRefused as exc:
+        raise ContractError(f"{dataset_dir}: {exc}") from None
+
+
 def read_info(dataset_dir: str | Path) -> DatasetInfo:
     path = Path(dataset_dir) / INFO
-    if not path.is_file():
+    data = _read_file(dataset_dir, INFO)
+    if data is None:
         raise ContractError(f"{dataset_dir}: no {INFO} (is this a roadvision dataset folder?)")
     try:
-        return DatasetInfo.from_dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        return DatasetInfo.from_dict(json.loads(data))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ContractError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def read_manifest(dataset_dir: str | Path) -> pd.DataFrame:
     path = Path(dataset_dir) / MANIFEST
-    if not path.is_file():
+    data = _read_file(dataset_dir, MANIFEST)
+    if data is None:
         raise ContractError(f"{dataset_dir}: no {MANIFEST}")
     try:
-        df = pd.read_parquet(path)
+        df = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise ContractError(f"{path}: unreadable parquet ({exc})") from exc
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ContractError(f"{path}: missing column(s) {missing}")
-    return _coerce(df)
+    return coerce_manifest(df, path)
+
+
+def coerce_manifest(df: pd.DataFrame, where: str | Path) -> pd.DataFrame:
+    """``df`` in the contract's dtypes; a ContractError naming the first row and column that
+    cannot be converted (e.g. a string ``label``), instead of a pandas traceback."""
+    try:
+        return _coerce(df)
+    except (TypeError, ValueError) as exc:
+        for name, dtype in {**COLUMNS, **OPTIONAL_COLUMNS}.items():
+            if name not in df.columns:
+                continue
+            for row, value in enumerate(df[name].tolist()):
+                try:
+                    pd.Series([value]).astype(dtype)
+                except (TypeError, ValueError):
+                    rid = df["id"].iloc[row] if "id" in df.columns else None
+                    ident = f" (id {rid!r})" if not _is_missing(rid) else ""
+                    raise ContractError(
+                        f"{where}: row {row}{ident}, column {name!r}: {value!r} is not a valid "
+                        f"{dtype}; `roadvision data validate` lists every problem") from None
+        raise ContractError(f"{where}: a column has the wrong type ({exc}); "
+                            "`roadvision data validate` lists every problem") from None
+
+
+def check_gps(df: pd.DataFrame, where: str | Path) -> None:
+    """ContractError naming the first row whose lat/lon is not finite and in range, or set
+    without the other: geo steps (split, weights) cannot place such a row."""
+    for row, (lat, lon) in enumerate(zip(df["lat"].tolist(), df["lon"].tolist(), strict=True)):
+        if _is_missing(lat) and _is_missing(lon):
+            continue
+        rid = df["id"].iloc[row]
+        ident = f" (id {rid!r})" if not _is_missing(rid) else ""
+        for name, value, limit in (("lat", lat, 90.0), ("lon", lon, 180.0)):
+            if _is_missing(value):
+                problem = "NULL while the other coordinate is set (both or neither)"
+            elif not math.isfinite(float(value)) or abs(float(value)) > limit:
+                problem = f"{float(value)} is not a finite number in -{limit:g}..{limit:g}"
+            else:
+                continue
+            raise ContractError(f"{where}: row {row}{ident}, column {name!r}: {problem}; "
+                                "`roadvision data validate` lists every problem")

@@ -30,9 +30,11 @@ from typing import Any
 import pandas as pd
 
 from roadvision.data import contract
+from roadvision.data.confine import PathRefused, read_confined, safe_s3_prefix
 from roadvision.data.contract import INFO, MANIFEST, VOCABULARIES, DatasetInfo
 from roadvision.data.fileops import check_out_dir, safe_relpath, write_if_changed
 from roadvision.data.images import DEFAULT_MAX_PIXELS, ImageError, decode_image, decode_mask
+from roadvision.data.output import OutputFolder
 from roadvision.data.quarantine import QuarantineEntry, QuarantineLog
 from roadvision.data.validate import SPLITS
 from roadvision.errors import UserError
@@ -69,8 +71,8 @@ class _LocalSource:
         self.root = root
 
     def read(self, rel: str) -> bytes | None:
-        path = self.root / rel
-        return path.read_bytes() if path.is_file() else None
+        """The file's bytes, None if missing; PathRefused for links and non-files."""
+        return read_confined(self.root, rel)
 
 
 class _S3Source:
@@ -81,7 +83,11 @@ class _S3Source:
         bucket, _, prefix = uri[len("s3://"):].partition("/")
         if not bucket:
             raise UserError(f"{uri}: expected s3://bucket/prefix")
-        self.uri, self.bucket, self.prefix = uri, bucket, prefix.strip("/")
+        try:
+            prefix = safe_s3_prefix(prefix)
+        except PathRefused as exc:
+            raise UserError(f"{uri}: {exc}") from None
+        self.uri, self.bucket, self.prefix = uri, bucket, prefix
         self.client = boto3.client("s3", endpoint_url=endpoint_url,
                                    config=Config(retries={"max_attempts": 3, "mode": "standard"},
                                                  max_pool_connections=16))
@@ -156,7 +162,10 @@ def _fetch(source: _LocalSource | _S3Source, value: Any, column: str) -> tuple[s
         rel = safe_relpath(value)
     except ValueError as exc:
         raise _Refused("bad_path", str(exc), str(value)) from exc
-    data = source.read(rel)
+    try:
+        data = source.read(rel)
+    except PathRefused as exc:  # a link or a non-file: refused unread, nothing kept
+        raise _Refused(exc.reason, f"{column} {exc}", rel) from exc
     if data is None:
         raise _Refused("missing_file", f"{column} file {rel} does not exist", rel)
     return rel, data
@@ -214,8 +223,12 @@ def _check_metadata(row: dict[str, Any]) -> None:
 
 # -- entry point ---------------------------------------------------------------------------------
 def ingest(src: str | Path, out: str | Path, *, endpoint_url: str | None = None,
-           max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 8) -> IngestReport:
+           max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 8,
+           overwrite: bool = False) -> IngestReport:
     """Copy and check the data set at ``src`` into the folder ``out`` (see module docstring).
+
+    A non-empty ``out`` is refused unless it is an earlier ingest of the same source (a re-run,
+    idempotent) or ``overwrite`` is set; the output is written aside and swapped in whole.
 
     Raises:
         UserError: the source does not exist / is empty / is the output, or no row is usable.
@@ -225,7 +238,10 @@ def ingest(src: str | Path, out: str | Path, *, endpoint_url: str | None = None,
     out = check_out_dir(out)
     if isinstance(source, _LocalSource) and source.root.resolve() == out.resolve():
         raise UserError(f"--out {out}: must differ from the source folder")
-    info_bytes, manifest_bytes = source.read(INFO), source.read(MANIFEST)
+    try:
+        info_bytes, manifest_bytes = source.read(INFO), source.read(MANIFEST)
+    except PathRefused as exc:
+        raise UserError(f"{src}: {exc}") from None
     if manifest_bytes is None or info_bytes is None:
         missing = " and ".join(n for n, b in ((MANIFEST, manifest_bytes), (INFO, info_bytes))
                                if b is None)
@@ -239,6 +255,32 @@ def ingest(src: str | Path, out: str | Path, *, endpoint_url: str | None = None,
     if df.empty:
         raise UserError(f"{src}/{MANIFEST}: has no rows, nothing to ingest")
 
+    identity = str(src) if isinstance(source, _S3Source) else str(source.root.resolve())
+    folder = OutputFolder(out, command="data ingest", overwrite=overwrite,
+                          inputs={"source": identity, "max_pixels": max_pixels})
+    with folder as tmp:
+        quarantine, accepted = _ingest_rows(source, df, info, tmp, max_pixels, workers)
+        quarantine.write()
+        if not accepted:
+            if not folder.had_data:
+                folder.commit()  # publish the report: it says why nothing was usable
+            kept = "" if not folder.had_data else f"; the earlier data in {out} is kept"
+            first = quarantine.entries[0] if quarantine.entries else "(none)"
+            raise UserError(f"{src}: no usable rows ({len(quarantine.entries)} quarantined; "
+                            f"first: {first}; see {out / 'quarantine.json'}){kept}")
+        info.extra = {**info.extra, "ingest": {
+            "source": str(src), "accepted": len(accepted),
+            "quarantined": len(quarantine.entries),
+            "reasons": dict(sorted(quarantine.reasons().items()))}}
+        info = contract.write_dataset(tmp, pd.DataFrame(accepted, columns=df.columns), info)
+    return IngestReport(out=out, info=info, accepted=len(accepted),
+                        quarantined=list(quarantine.entries))
+
+
+def _ingest_rows(source: _LocalSource | _S3Source, df: pd.DataFrame, info: DatasetInfo,
+                 out: Path, max_pixels: int, workers: int
+                 ) -> tuple[QuarantineLog, list[dict[str, Any]]]:
+    """Check every row, write the good files under ``out``; (quarantine, accepted rows)."""
     quarantine = QuarantineLog(out)
     rows = df.to_dict("records")
     accepted: list[dict[str, Any]] = []
@@ -263,18 +305,7 @@ def ingest(src: str | Path, out: str | Path, *, endpoint_url: str | None = None,
             for rel, data in outcome.files.items():
                 write_if_changed(out / rel, data)
             accepted.append(outcome.row)
-
-    out.mkdir(parents=True, exist_ok=True)
-    quarantine.write()
-    if not accepted:
-        raise UserError(f"{src}: no usable rows ({len(quarantine.entries)} quarantined; first: "
-                        f"{quarantine.entries[0]}; see {out / 'quarantine.json'})")
-    info.extra = {**info.extra, "ingest": {"source": str(src), "accepted": len(accepted),
-                                           "quarantined": len(quarantine.entries),
-                                           "reasons": dict(sorted(quarantine.reasons().items()))}}
-    info = contract.write_dataset(out, pd.DataFrame(accepted, columns=df.columns), info)
-    return IngestReport(out=out, info=info, accepted=len(accepted),
-                        quarantined=list(quarantine.entries))
+    return quarantine, accepted
 
 
 def _bounded_map(pool: ThreadPoolExecutor, fn: Any, items: list[Any], window: int) -> Any:
@@ -297,8 +328,4 @@ def _read_manifest(data: bytes, src: str | Path) -> pd.DataFrame:
     missing = [c for c in contract.COLUMNS if c not in df.columns]
     if missing:
         raise contract.ContractError(f"{src}/{MANIFEST}: missing column(s) {missing}")
-    try:
-        return contract._coerce(df)
-    except (TypeError, ValueError) as exc:
-        raise contract.ContractError(f"{src}/{MANIFEST}: a column has the wrong type ({exc}); "
-                                     "`roadvision data validate` names the rows") from exc
+    return contract.coerce_manifest(df, f"{src}/{MANIFEST}")

@@ -14,9 +14,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from roadvision.data.fileops import safe_name, safe_relpath, write_if_changed
+import numpy as np
+import pandas as pd
 
-__all__ = ["QUARANTINE_DIR", "QUARANTINE_FILE", "ROW_REASONS", "QuarantineEntry", "QuarantineLog"]
+from roadvision.data.fileops import safe_name, safe_relpath, unconfined_rows, write_if_changed
+from roadvision.errors import UserError
+
+__all__ = ["QUARANTINE_DIR", "QUARANTINE_FILE", "ROW_REASONS", "QuarantineEntry", "QuarantineLog",
+           "drop_unconfined"]
 
 QUARANTINE_FILE = "quarantine.json"
 QUARANTINE_DIR = "quarantine"
@@ -25,6 +30,8 @@ QUARANTINE_DIR = "quarantine"
 ROW_REASONS = {
     "missing_file": "the row points at a file that does not exist",
     "bad_path": "the path is absolute or leaves the data set folder",
+    "outside_root": "the file is a symbolic link, or under a linked folder, or outside the data "
+                    "folder (an importer path that is absolute or climbs out); never read",
     "sha256_mismatch": "the file's bytes differ from the manifest's sha256",
     "size_mismatch": "decoded width/height differ from the manifest (or image vs mask)",
     "bad_label": "label missing or not 0/1",
@@ -98,3 +105,23 @@ class QuarantineLog:
         if len(self.entries) > limit:
             lines.append(f"... and {len(self.entries) - limit} more (see {QUARANTINE_FILE})")
         return lines
+
+
+def drop_unconfined(root: str | Path, df: pd.DataFrame) -> tuple[pd.DataFrame, QuarantineLog]:
+    """``df`` without the rows whose files are links or outside ``root``, and a log of them
+    (reason ``outside_root``; no bytes kept). Steps that only add a column (split, weights)
+    use it; set the log's ``out`` before writing it."""
+    log = QuarantineLog(root)
+    bad = unconfined_rows(root, df)
+    for row, file, exc in bad:
+        rid = df["id"].iloc[row]
+        log.add(id=None if rid is pd.NA or rid is None else str(rid), reason=exc.reason,
+                message=str(exc), file=file, row=row)
+    if not bad:
+        return df, log
+    keep = np.ones(len(df), dtype=bool)
+    keep[[row for row, _, _ in bad]] = False
+    if not keep.any():
+        raise UserError(f"{root}: every row's file is a link or outside the folder; first: "
+                        f"{log.entries[0]}")
+    return df[keep].reset_index(drop=True), log

@@ -34,9 +34,12 @@ import numpy as np
 import pandas as pd
 
 from roadvision.data import contract
+from roadvision.data.confine import read_confined
 from roadvision.data.contract import DatasetInfo
 from roadvision.data.fileops import carry_files, check_out_dir, safe_relpath
 from roadvision.data.images import ImageError, decode_mask
+from roadvision.data.output import OutputFolder
+from roadvision.data.quarantine import drop_unconfined
 from roadvision.errors import UserError
 
 __all__ = ["EARTH_RADIUS_M", "SPLITS", "leakage_report", "split_dataset"]
@@ -49,10 +52,13 @@ LEAKAGE_FILE = "leakage.json"
 def split_dataset(src: str | Path, out: str | Path, *, holdout_cities: Sequence[str] = (),
                   val_fraction: float = 0.10, test_fraction: float = 0.20,
                   min_distance_m: float = 100.0, seed: int = 0,
-                  stratify: bool = True) -> DatasetInfo:
+                  stratify: bool = True, overwrite: bool = False) -> DatasetInfo:
     """Write ``out`` = ``src`` plus a ``split`` column; returns the new DatasetInfo.
 
     Defaults are 70/10/20 (issue 2). ``holdout_cities`` accepts names or comma-separated lists.
+    Rows whose file is a symbolic link or lies outside ``src`` are left out and listed in
+    ``out/quarantine.json`` (``outside_root``). ``out`` is written aside and swapped in whole;
+    a non-empty ``out`` that is not an earlier split of the same inputs needs ``overwrite``.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise UserError(f"fractions val={val_fraction}, test={test_fraction}: each must be in "
@@ -64,6 +70,13 @@ def split_dataset(src: str | Path, out: str | Path, *, holdout_cities: Sequence[
     df = contract.read_manifest(src)
     if df.empty:
         raise UserError(f"{src}: the manifest has no rows")
+    contract.check_gps(df, src / contract.MANIFEST)
+    df, refused = drop_unconfined(src, df)
+    folder = OutputFolder(out, command="data split", overwrite=overwrite, inputs={
+        "source": str(src.resolve()), "content_hash": info.content_hash,
+        "holdout_cities": sorted(map(str, holdout_cities)), "val_fraction": val_fraction,
+        "test_fraction": test_fraction, "min_distance_m": min_distance_m, "seed": seed,
+        "stratify": stratify})
 
     holdout = _holdout_mask(df, holdout_cities)
     groups = _groups(df, min_distance_m)
@@ -112,10 +125,15 @@ def split_dataset(src: str | Path, out: str | Path, *, holdout_cities: Sequence[
         "warnings": warnings,
         "leakage": {k: v for k, v in leakage.items() if not k.endswith("_examples")},
     }}
-    carry_files(src, out, df)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / LEAKAGE_FILE).write_text(json.dumps(leakage, indent=2) + "\n")
-    return contract.write_dataset(out, df, info)
+    if refused.entries:
+        info.extra["split"]["quarantined"] = dict(refused.reasons())
+    with folder as tmp:
+        carry_files(src, tmp, df)
+        (tmp / LEAKAGE_FILE).write_text(json.dumps(leakage, indent=2) + "\n")
+        refused.out = tmp
+        if refused.entries:
+            refused.write()
+        return contract.write_dataset(tmp, df, info)
 
 
 # -- grouping ------------------------------------------------------------------------------------
@@ -201,7 +219,10 @@ def _strata(src: Path, df: pd.DataFrame, info: DatasetInfo, stratify: bool
             if rel is None or rel is pd.NA:
                 continue
             try:
-                mask = decode_mask((src / safe_relpath(rel)).read_bytes(), len(info.classes))
+                data = read_confined(src, safe_relpath(rel))
+                if data is None:
+                    continue
+                mask = decode_mask(data, len(info.classes))
             except (OSError, ValueError, ImageError):
                 continue  # validation reports broken masks; the split only needs a best effort
             ids = np.unique(mask)

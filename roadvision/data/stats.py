@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from roadvision.data.confine import read_confined
 from roadvision.data.contract import ContractError, read_info, read_manifest
 from roadvision.data.fileops import safe_relpath
 from roadvision.data.images import ImageError, decode_mask
@@ -78,7 +79,9 @@ def _pixel_shares(root: Path, df: pd.DataFrame, classes: list[str],
         if max_masks is not None and read >= max_masks:
             break
         try:
-            data = (root / safe_relpath(str(value))).read_bytes()
+            data = read_confined(root, safe_relpath(str(value)))
+            if data is None:
+                raise FileNotFoundError("file does not exist")
             mask = decode_mask(data, len(classes))
         except (OSError, ValueError, ImageError) as exc:
             raise ContractError(f"{root}: mask {value}: {exc} "

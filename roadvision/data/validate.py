@@ -9,6 +9,7 @@ The validator never stops at the first problem: a person fixing a data set wants
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from roadvision.data import contract
+from roadvision.data.confine import PathRefused, read_confined
 from roadvision.data.contract import COLUMNS, INFO, MANIFEST, OPTIONAL_COLUMNS, VOCABULARIES
 from roadvision.data.fileops import safe_relpath
 from roadvision.data.images import DEFAULT_MAX_PIXELS, ImageError, decode_image, decode_mask
@@ -109,12 +111,16 @@ def validate_dataset(dataset_dir: str | Path, check_files: bool = True, *,
     except contract.ContractError as exc:
         out.add(None, None, str(exc))
 
-    manifest = root / MANIFEST
-    if not manifest.is_file():
+    try:
+        manifest = read_confined(root, MANIFEST)
+    except PathRefused as exc:
+        out.add(None, None, f"{exc.reason}: {exc}")
+        return ValidationReport(False, 0, out.finish())
+    if manifest is None:
         out.add(None, None, f"no {MANIFEST} in {root}")
         return ValidationReport(False, 0, out.finish())
     try:
-        raw = pd.read_parquet(manifest)
+        raw = pd.read_parquet(io.BytesIO(manifest))
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a damaged file
         out.add(None, None, f"{MANIFEST} is not readable parquet ({exc})")
         return ValidationReport(False, 0, out.finish())
@@ -288,13 +294,17 @@ def _check_files(root: Path, df: pd.DataFrame, info: contract.DatasetInfo | None
 def _read(root: Path, value: str, row: int, column: str, rid: Any,
           out: _Collector) -> bytes | None:
     try:
-        path = root / safe_relpath(value)
+        rel = safe_relpath(value)
     except ValueError:
         return None  # already reported by _check_rows
-    if not path.is_file():
-        out.add(row, column, f"file {value} does not exist", rid)
+    try:
+        data = read_confined(root, rel)
+    except PathRefused as exc:  # a link or a non-file: reported, never read
+        out.add(row, column, f"{exc.reason}: {exc}", rid)
         return None
-    return path.read_bytes()
+    if data is None:
+        out.add(row, column, f"file {value} does not exist", rid)
+    return data
 
 
 def _check_hash(raw: pd.DataFrame, info: contract.DatasetInfo, out: _Collector) -> None:

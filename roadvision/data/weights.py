@@ -28,6 +28,8 @@ import numpy as np
 from roadvision.data import contract
 from roadvision.data.contract import DatasetInfo
 from roadvision.data.fileops import carry_files, check_out_dir
+from roadvision.data.output import OutputFolder
+from roadvision.data.quarantine import drop_unconfined
 from roadvision.errors import UserError
 
 __all__ = ["DEFAULT_BANDS", "gps_weights", "haversine_km", "parse_targets", "target_centres"]
@@ -128,8 +130,12 @@ def _band_weights(distance_km: np.ndarray, bands: Sequence[tuple[float, float]])
 def gps_weights(src: str | Path, out: str | Path, *, targets: Sequence[tuple[float, float]],
                 bands: Sequence[tuple[float, float]] = DEFAULT_BANDS, null_weight: float = 1.0,
                 max_centres: int = 8, near_km: float = 100.0, warn_below: float = 0.7,
-                seed: int = 0) -> DatasetInfo:
-    """Write ``out`` = ``src`` plus a ``weight`` column (see the module docstring)."""
+                seed: int = 0, overwrite: bool = False) -> DatasetInfo:
+    """Write ``out`` = ``src`` plus a ``weight`` column (see the module docstring).
+
+    As in ``split``: rows whose file is a link or outside ``src`` are left out and listed in
+    ``out/quarantine.json``; ``out`` is swapped in whole and never silently replaced.
+    """
     if not targets:
         raise UserError("no target points: GPS weighting needs the deployment regions")
     for i, point in enumerate(targets):
@@ -145,6 +151,13 @@ def gps_weights(src: str | Path, out: str | Path, *, targets: Sequence[tuple[flo
     df = contract.read_manifest(src)
     if df.empty:
         raise UserError(f"{src}: the manifest has no rows")
+    contract.check_gps(df, src / contract.MANIFEST)
+    df, refused = drop_unconfined(src, df)
+    folder = OutputFolder(out, command="data weights", overwrite=overwrite, inputs={
+        "source": str(src.resolve()), "content_hash": info.content_hash,
+        "targets": [list(map(float, t)) for t in targets], "bands": [list(b) for b in bands],
+        "null_weight": null_weight, "max_centres": max_centres, "near_km": near_km,
+        "warn_below": warn_below, "seed": seed})
 
     if "split" in df.columns and (df["split"] == "train").any():
         train = (df["split"] == "train").fillna(False).to_numpy(dtype=bool)
@@ -207,5 +220,11 @@ def gps_weights(src: str | Path, out: str | Path, *, targets: Sequence[tuple[flo
         "share_simulated_epoch": round(share_simulated, 4),
         "warnings": warnings,
     }}
-    carry_files(src, out, df)
-    return contract.write_dataset(out, df, info)
+    if refused.entries:
+        info.extra["weights"]["quarantined"] = dict(refused.reasons())
+    with folder as tmp:
+        carry_files(src, tmp, df)
+        refused.out = tmp
+        if refused.entries:
+            refused.write()
+        return contract.write_dataset(tmp, df, info)

@@ -132,7 +132,7 @@ def _gallery(bundle_dir, data_dir, result: dict, worst: pd.DataFrame) -> list[st
     if result["task"] == "roadwork":
         for _, row in worst.iterrows():
             fig, ax = plt.subplots(figsize=(2.4, 2.4))
-            ax.imshow(read_image(Path(data_dir) / row["image"]))
+            ax.imshow(read_image(data_dir, row["image"]))
             ax.axis("off")
             ax.set_title(f"label {row['label']}  p={row['prob']:.2f}\n{row['city']} / "
                          f"{row['weather']} / {row['daytime']}", fontsize=7)
@@ -149,7 +149,7 @@ def _gallery(bundle_dir, data_dir, result: dict, worst: pd.DataFrame) -> list[st
     ds = ManifestDataset(data_dir, rows, model.cfg, train=False)
     for (_, row), res in zip(rows.iterrows(), predict_dataset(model, ds, batch_size=4),
                              strict=True):
-        image = read_image(Path(data_dir) / row["image"])
+        image = read_image(data_dir, row["image"])
         fig, axes = plt.subplots(1, 3, figsize=(6.6, 2.4))
         for ax, (title, img) in zip(axes, [("tile", image), ("true", _overlay(image, res["mask"])),
                                            ("predicted", _overlay(image, res["pred"]))],

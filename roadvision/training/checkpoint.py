@@ -11,8 +11,10 @@ The model that leaves a run is the bundle (``roadvision.models.bundle``), not th
 
 from __future__ import annotations
 
+import pickle
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +67,45 @@ def save_checkpoint(out_dir: str | Path, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(out_dir: str | Path) -> dict[str, Any] | None:
-    """The last complete checkpoint under ``out_dir``, or None when there is none."""
+    """The last complete checkpoint under ``out_dir``, or None when there is none.
+
+    A checkpoint that cannot be read (truncated by a full disk, corrupted, not ours) is moved
+    aside to ``checkpoint.corrupt-N`` with a one-line warning on stderr, and the previous one
+    (``checkpoint.old``) or a fresh start is used instead: a damaged file costs epochs, never
+    the run, and is kept for a person to look at.
+    """
     for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):  # .old: killed between two renames
-        path = Path(out_dir) / name / _FILE
-        if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=True)
+        folder = Path(out_dir) / name
+        path = folder / _FILE
+        if path.is_symlink() or folder.is_symlink():
+            _set_aside(folder, "is a symbolic link; checkpoints are never read through links")
+            continue
+        if not path.is_file():
+            continue
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+            _set_aside(folder, f"cannot be read ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0][:160] if str(exc) else 'no detail'})")
+            continue
+        missing = [k for k in _REQUIRED if not isinstance(state, dict) or k not in state]
+        if missing:
+            _set_aside(folder, f"is not a roadvision checkpoint (missing {missing[:4]})")
+            continue
+        return state
     return None
+
+
+_REQUIRED = ("model", "optimizer", "scheduler", "sampler", "rng", "epoch", "best_metric",
+             "best_epoch", "bad_epochs", "stopped", "history")
+
+
+def _set_aside(folder: Path, why: str) -> Path:
+    """Rename a bad checkpoint folder to ``checkpoint.corrupt-N`` and say so on stderr."""
+    n = 1
+    while (target := folder.with_name(f"{CHECKPOINT_DIR}.corrupt-{n}")).exists():
+        n += 1
+    folder.rename(target)
+    print(f"warning: {folder / _FILE} {why}; moved to {target.name}, training continues from "
+          "the previous checkpoint or from the start", file=sys.stderr)
+    return target

@@ -13,6 +13,7 @@ image) all get the same pixels.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ from roadvision.data.augment import (
     build_view_augment,
     lane_crop,
 )
+from roadvision.data.confine import PathRefused, read_confined
 from roadvision.data.contract import ContractError, read_manifest
 from roadvision.errors import UserError
 
-__all__ = ["load_rows", "row_metadata", "ManifestDataset", "MultiConfigDataset", "sample_seed"]
+__all__ = ["load_rows", "row_metadata", "ManifestDataset", "MultiConfigDataset", "read_image",
+           "read_mask", "sample_seed"]
 
 SPLITS = ("train", "val", "test")
 
@@ -80,20 +83,36 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(digest, "little") & 0x7FFFFFFF
 
 
-def read_image(path: Path) -> np.ndarray:
+def _read_bytes(root: str | Path, rel: Any) -> bytes:
+    """A data set file's bytes through ``data.confine``: never through a symbolic link, never
+    outside ``root``; a ContractError naming the file otherwise."""
     try:
-        with Image.open(path) as img:
+        data = read_confined(root, rel)
+    except PathRefused as exc:
+        raise ContractError(f"{root}: {exc.reason}: {exc}") from None
+    if data is None:
+        raise ContractError(f"{root}: file {rel} does not exist")
+    return data
+
+
+def read_image(root: str | Path, rel: Any) -> np.ndarray:
+    """The RGB pixels of the data set file ``root/rel`` (confined, see ``_read_bytes``)."""
+    data = _read_bytes(root, rel)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img.convert("RGB"))
     except (OSError, ValueError) as exc:
-        raise ContractError(f"{path}: cannot read image ({exc})") from exc
+        raise ContractError(f"{root}/{rel}: cannot read image ({exc})") from exc
 
 
-def read_mask(path: Path) -> np.ndarray:
+def read_mask(root: str | Path, rel: Any) -> np.ndarray:
+    """The class-id mask ``root/rel`` (confined, see ``_read_bytes``)."""
+    data = _read_bytes(root, rel)
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             return np.asarray(img)
     except (OSError, ValueError) as exc:
-        raise ContractError(f"{path}: cannot read mask ({exc})") from exc
+        raise ContractError(f"{root}/{rel}: cannot read mask ({exc})") from exc
 
 
 class ManifestDataset(Dataset):
@@ -165,8 +184,8 @@ class ManifestDataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any] | None]:
         """Raw (image, mask, metadata) of row ``index``, after augmentation when training."""
         row = self._records[index]
-        image = read_image(self.data_dir / row["image"])
-        mask = read_mask(self.data_dir / row["mask"]) if self.task == "lanes" else None
+        image = read_image(self.data_dir, row["image"])
+        mask = read_mask(self.data_dir, row["mask"]) if self.task == "lanes" else None
         seed = sample_seed(self.seed, self.epoch, index)
         if self.train:
             if mask is not None:

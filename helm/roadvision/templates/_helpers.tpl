@@ -105,6 +105,18 @@ The serving image reference; the tag defaults to the chart's appVersion.
 {{- end }}
 
 {{/*
+The S3 settings KServe's storage initializer reads (serving.kserve.io/s3-*), as annotations of
+the S3 Secret (or of the ServiceAccount when there is no Secret, as with IRSA).
+*/}}
+{{- define "roadvision.s3Annotations" -}}
+{{- if .Values.s3.endpoint }}
+serving.kserve.io/s3-endpoint: {{ .Values.s3.endpoint | quote }}
+{{- end }}
+serving.kserve.io/s3-usehttps: {{ ternary "1" "0" .Values.s3.useHttps | quote }}
+serving.kserve.io/s3-region: {{ .Values.s3.region | quote }}
+{{- end }}
+
+{{/*
 Fails the render with a readable message when values are inconsistent. values.schema.json
 checks each value alone; this checks the combinations a schema cannot express. Included from
 the InferenceService template, so every render runs it.
@@ -134,6 +146,15 @@ the InferenceService template, so every render runs it.
 {{- end }}
 {{- if and $p.gpu.enabled (lt (int $p.gpu.count) 1) }}
 {{- fail "predictor.gpu.count must be at least 1 when predictor.gpu.enabled is true" }}
+{{- end }}
+{{- if and .Values.s3.createSecret (not .Values.s3.secretName) }}
+{{- fail "s3.createSecret needs s3.secretName (the name of the Secret to create)" }}
+{{- end }}
+{{- if and .Values.s3.createSecret (or (not .Values.s3.accessKeyId) (not .Values.s3.secretAccessKey)) }}
+{{- fail "s3.createSecret needs s3.accessKeyId and s3.secretAccessKey (pass them with --set, never in a values file)" }}
+{{- end }}
+{{- if and (not .Values.s3.createSecret) (or .Values.s3.accessKeyId .Values.s3.secretAccessKey) }}
+{{- fail "s3.accessKeyId/s3.secretAccessKey are set but s3.createSecret is false: set s3.createSecret=true, or drop the keys and use the existing Secret s3.secretName" }}
 {{- end }}
 {{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
 {{- fail "serviceAccount.name is required when serviceAccount.create is false" }}

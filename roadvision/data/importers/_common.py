@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from roadvision.data import contract
+from roadvision.data.confine import PathRefused
 from roadvision.data.contract import DatasetInfo
 from roadvision.data.fileops import check_out_dir, safe_name, write_if_changed
 from roadvision.data.images import (
@@ -29,6 +30,7 @@ from roadvision.data.images import (
     extension_for,
     sniff_format,
 )
+from roadvision.data.output import OutputFolder
 from roadvision.data.quarantine import QuarantineEntry, QuarantineLog
 from roadvision.errors import UserError
 
@@ -71,17 +73,28 @@ def require_source(src: str | Path, *, kind: str = "folder") -> Path:
 
 
 class DatasetWriter:
-    """Collects checked samples for one output data set."""
+    """Collects checked samples for one output data set.
+
+    Use it as a context manager: files go to a temporary sibling of ``out`` that
+    :meth:`finish` swaps in whole (``data.output``); an importer that fails midway leaves
+    ``out`` as it was. ``inputs`` (source and options) identify a re-import, which may replace
+    its own earlier output; anything else in a non-empty ``out`` needs ``overwrite``.
+    """
 
     def __init__(self, out: str | Path, *, task: str, classes: list[str], source: str,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, inputs: dict[str, Any] | None = None,
+                 overwrite: bool = False) -> None:
         self.out = check_out_dir(out)
+        self._folder = OutputFolder(self.out, command="data import", overwrite=overwrite,
+                                    inputs={"format": source, "max_pixels": max_pixels,
+                                            **(inputs or {})})
+        self.dir = self._folder.__enter__()  # where files are written until finish()
         self.task = task
         self.classes = list(classes)
         self.source = source
         self.max_pixels = max_pixels
         self.rows: list[dict[str, Any]] = []
-        self.quarantine = QuarantineLog(self.out)
+        self.quarantine = QuarantineLog(self.dir)
         self._ids: set[str] = set()
         self._warnings: Counter = Counter()
         self._warning_examples: dict[str, str] = {}
@@ -149,11 +162,11 @@ class DatasetWriter:
                             data=encode_png(np.clip(mask, 0, 255).astype(np.uint8)))
                 return False
             mask_rel = f"masks/{safe_name(sample_id)}.png"
-            write_if_changed(self.out / mask_rel, encode_png(mask))
+            write_if_changed(self.dir / mask_rel, encode_png(mask))
             row["mask"] = mask_rel
         fmt = sniff_format(image) or "JPEG"
         image_rel = f"images/{safe_name(sample_id)}{extension_for(fmt)}"
-        write_if_changed(self.out / image_rel, image)  # original bytes: no re-encoding loss
+        write_if_changed(self.dir / image_rel, image)  # original bytes: no re-encoding loss
         row["image"] = image_rel
         row["sha256"] = hashlib.sha256(image).hexdigest()
         self.rows.append(row)
@@ -161,22 +174,38 @@ class DatasetWriter:
         return True
 
     # -- output -------------------------------------------------------------------------------
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """Drop the temporary folder unless finish() swapped it in."""
+        if not self._folder.committed:
+            self._folder.__exit__(RuntimeError, None, None)
+
+    def reject_path(self, id: Any, exc: PathRefused, *, file: str | None = None) -> None:
+        """Quarantine a sample whose file is a link or outside the source; nothing is read."""
+        self.reject(id, exc.reason, str(exc), file=file or exc.rel)
+
     def finish(self, fmt: str, extra: dict[str, Any] | None = None) -> ImportReport:
-        """Write manifest, dataset.json and quarantine.json; UserError if nothing was usable."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Write manifest, dataset.json and quarantine.json and swap the folder in; UserError
+        if nothing was usable (the report is published only where it replaces nothing)."""
         self.quarantine.write()
         if not self.rows:
             first = self.quarantine.entries[0] if self.quarantine.entries else None
             detail = f"; first refusal: {first}" if first else ""
+            if not self._folder.had_data:
+                self._folder.commit()
+            kept = f"; the earlier data in {self.out} is kept" if self._folder.had_data else ""
             raise UserError(f"{fmt}: no usable samples found ({len(self.quarantine.entries)} "
-                            f"quarantined, see {self.out / 'quarantine.json'}){detail}")
+                            f"quarantined, see {self.out / 'quarantine.json'}){detail}{kept}")
         df = pd.DataFrame(self.rows)
         warnings = [f"{kind}: {n} (e.g. {self._warning_examples[kind]})"
                     for kind, n in sorted(self._warnings.items())]
         info = DatasetInfo(task=self.task, classes=self.classes, source=fmt, synthetic=False,
                            extra={"importer": fmt, "quarantined": len(self.quarantine.entries),
                                   "warnings": warnings, **(extra or {})})
-        info = contract.write_dataset(self.out, df, info)
+        info = contract.write_dataset(self.dir, df, info)
+        self._folder.commit()
         return ImportReport(format=fmt, out=self.out, info=info, imported=len(df),
                             quarantined=list(self.quarantine.entries), warnings=warnings)
 

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from roadvision.data.confine import PathRefused, confined_relpath, read_confined
 from roadvision.data.contract import ContractError, classes_for, parse_gps
-from roadvision.data.fileops import safe_relpath
 from roadvision.data.images import DEFAULT_MAX_PIXELS, ImageError, probe_image
 from roadvision.data.importers import register_importer
 from roadvision.data.importers._common import DatasetWriter, ImportReport, require_source
@@ -47,8 +47,13 @@ _PIECE_PX = 64  # long segments are drawn in pieces of this length
 
 @register_importer("ael")
 def import_ael(src: str | Path, out: str | Path, *, line_width: float = 2.0,
-               num_classes: int = 4, max_pixels: int | None = None) -> ImportReport:
-    """Import per-image polyline JSON files (see the module docstring)."""
+               num_classes: int = 4, max_pixels: int | None = None,
+               overwrite: bool = False) -> ImportReport:
+    """Import per-image polyline JSON files (see the module docstring).
+
+    JSON and image files are read through ``data.confine``: symbolic links and paths that
+    are absolute or climb out are quarantined as ``outside_root`` and never read.
+    """
     if not (0.5 <= float(line_width) <= 64):
         raise UserError(f"--line-width {line_width}: must be between 0.5 and 64 pixels")
     root = require_source(src)
@@ -56,34 +61,47 @@ def import_ael(src: str | Path, out: str | Path, *, line_width: float = 2.0,
     if not files:
         raise UserError(f"{root}: no polyline .json files")
     classes = classes_for("lanes", num_classes)
-    writer = DatasetWriter(out, task="lanes", classes=classes, source="ael",
-                           **({"max_pixels": max_pixels} if max_pixels else {}))
-    for file in files:
-        _import_file(writer, file, root, classes, float(line_width),
-                     max_pixels or DEFAULT_MAX_PIXELS)
-    return writer.finish("ael", extra={"ael": {
-        "line_width_px": float(line_width), "antialias": False, "num_classes": num_classes,
-        "rule": "pixel centre within line_width/2 of the polyline; pixel (c, r) centre at (c, r)",
-    }})
+    inputs = {"source": str(root.resolve()), "line_width": float(line_width),
+              "num_classes": num_classes}
+    with DatasetWriter(out, task="lanes", classes=classes, source="ael", inputs=inputs,
+                       overwrite=overwrite,
+                       **({"max_pixels": max_pixels} if max_pixels else {})) as writer:
+        for file in files:
+            _import_file(writer, file, root, classes, float(line_width),
+                         max_pixels or DEFAULT_MAX_PIXELS)
+        return writer.finish("ael", extra={"ael": {
+            "line_width_px": float(line_width), "antialias": False, "num_classes": num_classes,
+            "rule": "pixel centre within line_width/2 of the polyline; pixel (c, r) centre at "
+                    "(c, r)",
+        }})
 
 
 def _import_file(writer: DatasetWriter, file: Path, root: Path, classes: list[str],
                  line_width: float, max_pixels: int) -> None:
     rel_json = file.relative_to(root).as_posix()
     try:
-        doc = json.loads(file.read_text())
+        text = read_confined(root, rel_json)
+    except PathRefused as exc:
+        writer.reject_path(file.stem, exc)
+        return
+    try:
+        doc = json.loads(text or b"")
         if not isinstance(doc, dict) or "image" not in doc:
             raise ValueError("expected an object with 'image' and 'lanes'")
-        image_rel = safe_relpath(doc["image"])
     except (ValueError, UnicodeDecodeError) as exc:
         writer.reject(file.stem, "bad_annotation", f"{rel_json}: {exc}", file=rel_json)
         return
     sample_id = str(doc.get("id") or file.relative_to(root).with_suffix("").as_posix())
-    image_path = file.parent / image_rel
-    if not image_path.is_file():
-        writer.reject(sample_id, "missing_file", f"image {image_rel} not found", file=rel_json)
+    try:
+        image_rel = (file.parent.relative_to(root) / confined_relpath(doc["image"])).as_posix()
+        image = read_confined(root, image_rel)
+    except PathRefused as exc:
+        writer.reject_path(sample_id, exc, file=rel_json)
         return
-    image = image_path.read_bytes()
+    if image is None:
+        writer.reject(sample_id, "missing_file", f"image {doc['image']} not found",
+                      file=rel_json)
+        return
     try:
         _, width, height = probe_image(image, max_pixels=max_pixels)
     except ImageError as exc:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roadvision.data.confine import PathRefused, read_confined
 from roadvision.data.contract import classes_for
 from roadvision.data.images import IMAGE_FORMATS, ImageError, decode_mask
 from roadvision.data.importers import register_importer
@@ -41,48 +42,67 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 @register_importer("mmseg")
 def import_mmseg(src: str | Path, out: str | Path, *, reduce_zero_label: bool = False,
                  num_classes: int = 4, seg_map_suffix: str = ".png",
-                 max_pixels: int | None = None) -> ImportReport:
-    """Import an MMSegmentation folder (see the module docstring)."""
+                 max_pixels: int | None = None, overwrite: bool = False) -> ImportReport:
+    """Import an MMSegmentation folder (see the module docstring).
+
+    Image and annotation files are read through ``data.confine``: a symbolic link (or a file
+    under a linked folder) is quarantined as ``outside_root`` and never read.
+    """
     root = require_source(src)
     img_dir, ann_dir = root / "img_dir", root / "ann_dir"
     if not img_dir.is_dir() or not ann_dir.is_dir():
         raise UserError(f"{root}: not an MMSegmentation folder (expected img_dir/ and ann_dir/)")
-    writer = DatasetWriter(out, task="lanes", classes=classes_for("lanes", num_classes),
-                           source="mmseg", **({"max_pixels": max_pixels} if max_pixels else {}))
     images = sorted(p for p in img_dir.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not images:
         raise UserError(f"{img_dir}: no images ({', '.join(_IMAGE_SUFFIXES)})")
-    remapped = 0
-    for path in images:
-        rel = path.relative_to(img_dir)
-        sub = rel.parent.as_posix()
-        sample_id = (rel.with_suffix("")).as_posix()
-        file = f"img_dir/{rel.as_posix()}"
-        ann = ann_dir / rel.parent / (path.stem + seg_map_suffix)
-        image = path.read_bytes()
-        if not ann.is_file():
-            writer.reject(sample_id, "missing_mask",
-                          f"no annotation {ann.relative_to(root).as_posix()}", file=file)
-            continue
-        ann_rel = ann.relative_to(root).as_posix()
-        ann_bytes = ann.read_bytes()
-        try:
-            # Decode with room for 255 (ignore); the class-id check happens after remapping.
-            raw = decode_mask(ann_bytes, 256)
-        except ImageError as exc:
-            writer.reject(sample_id, exc.reason, str(exc), file=ann_rel, data=ann_bytes)
-            continue
-        mask, ignored = _remap(raw, reduce_zero_label)
-        remapped += ignored
-        split = _SPLIT_NAMES.get(sub.split("/")[0].lower()) if sub != "." else None
-        writer.add(id=sample_id, image=image, file=file, mask=mask, mask_file=ann_rel,
-                   meta={"split": split})
-    return writer.finish("mmseg", extra={"mmseg": {
-        "reduce_zero_label": reduce_zero_label,
-        "ignore_pixels_to_background": remapped,
-        "rule": "ignore (255, or 0 with reduce_zero_label) -> background 0",
-        "image_formats": list(IMAGE_FORMATS),
-    }})
+    inputs = {"source": str(root.resolve()), "reduce_zero_label": reduce_zero_label,
+              "num_classes": num_classes, "seg_map_suffix": seg_map_suffix}
+    with DatasetWriter(out, task="lanes", classes=classes_for("lanes", num_classes),
+                       source="mmseg", inputs=inputs, overwrite=overwrite,
+                       **({"max_pixels": max_pixels} if max_pixels else {})) as writer:
+        remapped = 0
+        for path in images:
+            remapped += _import_one(writer, root, img_dir, path, seg_map_suffix,
+                                    reduce_zero_label)
+        return writer.finish("mmseg", extra={"mmseg": {
+            "reduce_zero_label": reduce_zero_label,
+            "ignore_pixels_to_background": remapped,
+            "rule": "ignore (255, or 0 with reduce_zero_label) -> background 0",
+            "image_formats": list(IMAGE_FORMATS),
+        }})
+
+
+def _import_one(writer: DatasetWriter, root: Path, img_dir: Path, path: Path,
+                seg_map_suffix: str, reduce_zero_label: bool) -> int:
+    """Stage one image/annotation pair; returns the number of ignore pixels remapped."""
+    rel = path.relative_to(img_dir)
+    sub = rel.parent.as_posix()
+    sample_id = (rel.with_suffix("")).as_posix()
+    file = f"img_dir/{rel.as_posix()}"
+    ann_rel = f"ann_dir/{(rel.parent / (path.stem + seg_map_suffix)).as_posix()}"
+    try:
+        image = read_confined(root, file)
+        ann_bytes = read_confined(root, ann_rel) if image is not None else None
+    except PathRefused as exc:
+        writer.reject_path(sample_id, exc)
+        return 0
+    if image is None:
+        writer.reject(sample_id, "missing_file", f"{file} is not readable", file=file)
+        return 0
+    if ann_bytes is None:
+        writer.reject(sample_id, "missing_mask", f"no annotation {ann_rel}", file=file)
+        return 0
+    try:
+        # Decode with room for 255 (ignore); the class-id check happens after remapping.
+        raw = decode_mask(ann_bytes, 256)
+    except ImageError as exc:
+        writer.reject(sample_id, exc.reason, str(exc), file=ann_rel, data=ann_bytes)
+        return 0
+    mask, ignored = _remap(raw, reduce_zero_label)
+    split = _SPLIT_NAMES.get(sub.split("/")[0].lower()) if sub != "." else None
+    writer.add(id=sample_id, image=image, file=file, mask=mask, mask_file=ann_rel,
+               meta={"split": split})
+    return ignored
 
 
 def _remap(raw: np.ndarray, reduce_zero_label: bool) -> tuple[np.ndarray, int]:

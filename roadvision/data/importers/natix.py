@@ -30,6 +30,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from roadvision.data.confine import PathRefused, check_confined, confined_relpath, read_confined
 from roadvision.data.contract import ContractError, classes_for, parse_gps
 from roadvision.data.importers import register_importer
 from roadvision.data.importers._common import DatasetWriter, ImportReport, require_source
@@ -40,36 +41,59 @@ _BATCH_ROWS = 64
 
 
 @register_importer("natix")
-def import_natix(src: str | Path, out: str | Path, *, max_pixels: int | None = None
-                 ) -> ImportReport:
-    """Import one parquet file or every ``*.parquet`` under a folder (sorted by path)."""
+def import_natix(src: str | Path, out: str | Path, *, max_pixels: int | None = None,
+                 overwrite: bool = False) -> ImportReport:
+    """Import one parquet file or every ``*.parquet`` under a folder (sorted by path).
+
+    An ``image.path`` is read relative to its parquet file, inside the folder the user named
+    (for a file: its folder) through ``data.confine``: absolute paths, ``..`` and symbolic links
+    are quarantined as ``outside_root`` and never read; so are linked parquet files.
+    """
     path = require_source(src, kind="file or folder")
+    root = path if path.is_dir() else path.parent
     files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
     if not files:
         raise UserError(f"{path}: no .parquet files")
-    writer = DatasetWriter(out, task="roadwork", classes=classes_for("roadwork"), source="natix",
-                           **({"max_pixels": max_pixels} if max_pixels else {}))
-    for file in files:
-        try:
-            parquet = pq.ParquetFile(file)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
-            raise UserError(f"{file}: not a readable parquet file ({exc})") from exc
-        names = set(parquet.schema_arrow.names)
-        if "image" not in names:
-            raise UserError(f"{file}: no 'image' column (columns: {sorted(names)})")
-        index = 0
-        for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
-            for record in batch.to_pylist():
-                _import_row(writer, record, file, index)
-                index += 1
-    return writer.finish("natix", extra={"natix": {"files": [f.name for f in files]}})
+    with DatasetWriter(out, task="roadwork", classes=classes_for("roadwork"), source="natix",
+                       inputs={"source": str(path.resolve())}, overwrite=overwrite,
+                       **({"max_pixels": max_pixels} if max_pixels else {})) as writer:
+        for file in files:
+            rel_dir = file.parent.relative_to(root)
+            if file != path:
+                try:
+                    check_confined(root, file.relative_to(root).as_posix())
+                except PathRefused as exc:
+                    writer.reject_path(file.stem, exc)
+                    continue
+            _import_file(writer, file, root, rel_dir)
+        return writer.finish("natix", extra={"natix": {"files": [f.name for f in files]}})
 
 
-def _import_row(writer: DatasetWriter, record: dict[str, Any], file: Path, index: int) -> None:
+def _import_file(writer: DatasetWriter, file: Path, root: Path, rel_dir: Path) -> None:
+    try:
+        parquet = pq.ParquetFile(file)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types
+        raise UserError(f"{file}: not a readable parquet file ({exc})") from exc
+    names = set(parquet.schema_arrow.names)
+    if "image" not in names:
+        raise UserError(f"{file}: no 'image' column (columns: {sorted(names)})")
+    index = 0
+    for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
+        for record in batch.to_pylist():
+            _import_row(writer, record, file, index, root, rel_dir)
+            index += 1
+
+
+def _import_row(writer: DatasetWriter, record: dict[str, Any], file: Path, index: int,
+                root: Path, rel_dir: Path) -> None:
     raw_id = record.get("id")
     sample_id = f"{file.stem}-{index}" if raw_id is None or str(raw_id) == "" else str(raw_id)
     where = f"{file.name}[{index}]"
-    image = _image_bytes(record.get("image"), file.parent)
+    try:
+        image = _image_bytes(record.get("image"), root, rel_dir)
+    except PathRefused as exc:
+        writer.reject(sample_id, exc.reason, f"image.path {exc}", file=where)
+        return
     if image is None:
         writer.reject(sample_id, "missing_file", "row has no image bytes", file=where)
         return
@@ -95,16 +119,17 @@ def _import_row(writer: DatasetWriter, record: dict[str, Any], file: Path, index
                             f"id {sample_id}: {name} {claimed} vs {row[name]}")
 
 
-def _image_bytes(value: Any, base: Path) -> bytes | None:
-    """Raw bytes from ``bytes`` or an HF-style ``{"bytes": ..., "path": ...}`` struct."""
+def _image_bytes(value: Any, root: Path, rel_dir: Path) -> bytes | None:
+    """Raw bytes from ``bytes`` or an HF-style ``{"bytes": ..., "path": ...}`` struct; a path
+    is relative to the parquet file's folder ``root/rel_dir`` and confined to ``root``."""
     if isinstance(value, bytes | bytearray):
         return bytes(value)
     if isinstance(value, dict):
         if value.get("bytes"):
             return bytes(value["bytes"])
         if value.get("path"):
-            candidate = base / str(value["path"])
-            return candidate.read_bytes() if candidate.is_file() else None
+            rel = (rel_dir / confined_relpath(value["path"])).as_posix()
+            return read_confined(root, rel)
     return None
 
 

@@ -22,8 +22,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from roadvision.data.confine import PathRefused, check_confined, confined_relpath, read_confined
 from roadvision.data.contract import ContractError, classes_for, parse_gps
-from roadvision.data.fileops import safe_relpath
 from roadvision.data.importers import register_importer
 from roadvision.data.importers._common import DatasetWriter, ImportReport, require_source
 from roadvision.errors import UserError
@@ -45,14 +45,23 @@ def _norm(name: Any) -> str:
 @register_importer("roadwork-coco")
 def import_roadwork_coco(src: str | Path, out: str | Path, *,
                          positive_categories: list[str] | None = None,
-                         max_pixels: int | None = None) -> ImportReport:
-    """Import a COCO JSON (see the module docstring for the label rule)."""
+                         max_pixels: int | None = None, overwrite: bool = False) -> ImportReport:
+    """Import a COCO JSON (see the module docstring for the label rule).
+
+    Image files are read through ``data.confine`` beside the JSON: an absolute or climbing
+    ``file_name`` or a symbolic link is quarantined as ``outside_root`` and never read.
+    """
     path = require_source(src, kind="file or folder")
+    source = path
     if path.is_dir():
         candidates = sorted(path.glob("*.json")) or sorted(path.glob("annotations/*.json"))
         if len(candidates) != 1:
             raise UserError(f"{path}: expected exactly one COCO .json file, found "
                             f"{len(candidates)}; pass the file itself")
+        try:
+            check_confined(path, candidates[0].relative_to(path).as_posix())
+        except PathRefused as exc:
+            raise UserError(f"{path}: {exc}") from None
         path = candidates[0]
     try:
         coco = json.loads(path.read_text())
@@ -72,18 +81,19 @@ def import_roadwork_coco(src: str | Path, out: str | Path, *,
         else:
             other[name] += 1
 
-    writer = DatasetWriter(out, task="roadwork", classes=classes_for("roadwork"),
-                           source="roadwork-coco",
-                           **({"max_pixels": max_pixels} if max_pixels else {}))
-    base = path.parent
-    for entry in coco["images"]:
-        _import_image(writer, entry, base, objects)
-    return writer.finish("roadwork-coco", extra={"roadwork_coco": {
-        "annotation_file": path.name,
-        "label_rule": "1 if the image has any work-zone object annotation, else 0",
-        "positive_objects": dict(sorted(sum(objects.values(), Counter()).items())),
-        "ignored_categories": dict(sorted(other.items())),
-    }})
+    inputs = {"source": str(source.resolve()), "positive_categories": sorted(positive)}
+    with DatasetWriter(out, task="roadwork", classes=classes_for("roadwork"),
+                       source="roadwork-coco", inputs=inputs, overwrite=overwrite,
+                       **({"max_pixels": max_pixels} if max_pixels else {})) as writer:
+        base = path.parent
+        for entry in coco["images"]:
+            _import_image(writer, entry, base, objects)
+        return writer.finish("roadwork-coco", extra={"roadwork_coco": {
+            "annotation_file": path.name,
+            "label_rule": "1 if the image has any work-zone object annotation, else 0",
+            "positive_objects": dict(sorted(sum(objects.values(), Counter()).items())),
+            "ignored_categories": dict(sorted(other.items())),
+        }})
 
 
 def _import_image(writer: DatasetWriter, entry: dict[str, Any], base: Path,
@@ -95,16 +105,17 @@ def _import_image(writer: DatasetWriter, entry: dict[str, Any], base: Path,
         writer.reject(sample_id, "missing_file", "image entry has no file_name")
         return
     try:
-        rel = safe_relpath(name)
-    except ValueError as exc:
-        writer.reject(sample_id, "bad_path", str(exc), file=str(name))
+        rel = confined_relpath(name)
+        image = read_confined(base, rel)
+        if image is None:
+            image = read_confined(base, f"images/{rel}")
+    except PathRefused as exc:
+        writer.reject_path(sample_id, exc, file=str(name))
         return
-    file = next((p for p in (base / rel, base / "images" / rel) if p.is_file()), None)
-    if file is None:
+    if image is None:
         writer.reject(sample_id, "missing_file", f"file {rel} not found beside the JSON",
                       file=rel)
         return
-    image = file.read_bytes()
     try:
         gps = parse_gps(entry["gps"]) if "gps" in entry else (
             parse_gps([entry["lat"], entry["lon"]]) if "lat" in entry and "lon" in entry else None)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from roadvision.data.contract import TASKS, DatasetInfo, classes_for, write_dataset
+from roadvision.data.output import OutputFolder
 from roadvision.data.synth import _raster as R
 from roadvision.data.synth.cities import CITIES, CITY_NAMES, City, draw_city, draw_gps
 from roadvision.errors import UserError
@@ -160,15 +161,24 @@ def _roadwork_sample(rng, city: City, width, height, nulls, gps, quality, positi
 
 
 def generate(task: str, n: int, seed: int, out: str | Path, preset: str = "default",
-             size: tuple[int, int] | None = None, num_classes: int = 4) -> DatasetInfo:
+             size: tuple[int, int] | None = None, num_classes: int = 4, *,
+             overwrite: bool = False) -> DatasetInfo:
     """Generate ``n`` samples of ``task`` into ``out`` (data contract); returns the info.
 
-    ``size=(width, height)`` overrides the preset's image size (up to 4032x3024).
+    ``size=(width, height)`` overrides the preset's image size (up to 4032x3024). A non-empty
+    ``out`` that is not this generator's output for the same arguments is refused unless
+    ``overwrite``; the data set is written aside and swapped in whole (``data.output``).
     """
     width, height = _check_args(task, n, preset, size, num_classes)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder")
+    inputs = {"task": task, "n": int(n), "seed": int(seed), "preset": preset,
+              "size": [width, height], "num_classes": num_classes,
+              "generator_version": GENERATOR_VERSION}
+    with OutputFolder(out, command="data synth", inputs=inputs, overwrite=overwrite) as tmp:
+        return _generate(task, n, seed, tmp, preset, width, height, num_classes)
+
+
+def _generate(task: str, n: int, seed: int, out: Path, preset: str, width: int, height: int,
+              num_classes: int) -> DatasetInfo:
     (out / "images").mkdir(parents=True, exist_ok=True)
     if task == "lanes":
         (out / "masks").mkdir(exist_ok=True)
