@@ -153,6 +153,11 @@ def test_predictor_pod_serves_the_champion_under_the_chart_settings(predictor, c
     assert r.status_code == 200, r.text
     (pred,) = r.json()["predictions"]
     assert 0.0 <= pred["probability"] <= 1.0 and pred["label"] in (0, 1)
+    # The operator promoted "version 1 @champion": the answer names it, not only a bundle hash.
+    identity = r.json()["model"]
+    assert (identity["registry_name"], identity["registry_version"],
+            identity["registry_alias"]) == ("roadwork", champion.version, "champion"), identity
+    assert identity["bundle_version"]
 
     client = triton.InferenceServerClient(url.removeprefix("http://"))
     image = triton.InferInput("image", [2], "BYTES")
@@ -166,6 +171,9 @@ def test_predictor_pod_serves_the_champion_under_the_chart_settings(predictor, c
 
     metrics = httpx.get(f"{url}/metrics", timeout=10)
     assert metrics.status_code == 200 and "roadvision_model_info{" in metrics.text
+    info = next(line for line in metrics.text.splitlines()
+                if line.startswith("roadvision_model_info{"))
+    assert f'registry_version="{champion.version}"' in info and 'alias="champion"' in info, info
     # Everything the predictor wrote (the downloaded bundle included) is in the emptyDir:
     # the root file system is read-only, so nothing else could have been written.
     written = [p for p in Path(predictor["tmp"]).rglob("*") if p.is_file()]
