@@ -2,7 +2,9 @@
 
 With no AREA, runs the quick set: data, models, serving, pipeline and the ML training-loop
 throughput. The long ML benchmarks (each planned under 40 minutes on 2 CPU cores) are run by
-name: ``make bench BENCH_ARGS="ml-lanes ml-roadwork ml-ablation ml-student ml-pretrained"``.
+name: ``make bench BENCH_ARGS="ml-lanes ml-roadwork ml-ablation ml-student ml-pretrained"``;
+the serving peers comparison (about 12 minutes, side environments installed on first use) is
+``make bench BENCH_ARGS=peers``.
 Figures and the commands that produced them are kept in ``benchmarks/RESULTS.md``.
 """
 
@@ -15,6 +17,7 @@ COMMANDS: dict[str, list[str]] = {
     "data": ["benchmarks.bench_data"],
     "models": ["benchmarks.bench_models"],
     "serving": ["benchmarks.bench_serving"],
+    "peers": ["benchmarks.bench_peers"],
     "reliability": ["benchmarks.bench_reliability"],
     "registry": ["benchmarks.bench_registry"],
     "pipeline": ["benchmarks.bench_pipeline"],

@@ -1,8 +1,9 @@
 """Data figures: generator throughput and multi-view extraction against a PIL LANCZOS baseline.
 
-    python -m benchmarks.bench_data [--n 50] [--preset default] [--repeats 7]
+    python -m benchmarks.bench_data [--n 50] [--size default] [--repeats 7]
 
-1. ``generate()`` throughput (samples/s, files written included) for each task at a preset.
+1. ``generate()`` throughput (samples/s, files written included) for each task at one of
+   the generator's named image sizes.
 2. One 4032x3024 street image (a generated roadwork scene) cut into 12 views of 224 px:
    ``roadvision.data.multiview.extract_views`` against the obvious baseline, PIL's LANCZOS
    resize of each of the same 12 boxes (``view_boxes``). Both run interleaved in one process,
@@ -23,13 +24,13 @@ import numpy as np
 from PIL import Image
 
 from roadvision.data.multiview import extract_views, view_boxes
-from roadvision.data.synth import PRESETS, generate, render_sample
+from roadvision.data.synth import SIZES, generate, render_sample
 
 
-def _throughput(task: str, n: int, preset: str) -> tuple[float, float]:
+def _throughput(task: str, n: int, size: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        generate(task, n, seed=0, out=Path(tmp) / "d", preset=preset)
+        generate(task, n, seed=0, out=Path(tmp) / "d", size=size)
         seconds = time.perf_counter() - start
     return n / seconds, seconds
 
@@ -63,15 +64,16 @@ def _multiview(repeats: int, view_size: int = 224) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50, help="samples per task for throughput")
-    parser.add_argument("--preset", default="default", choices=list(PRESETS))
+    parser.add_argument("--size", default="default", choices=list(SIZES),
+                        help="the generator's named image size")
     parser.add_argument("--repeats", type=int, default=7, help="multi-view repeats (median)")
     args = parser.parse_args(argv)
     os.environ.setdefault("ROADVISION_QUIET", "1")
 
-    print(f"generator throughput, preset {args.preset}, n={args.n} (files written included)")
+    print(f"generator throughput, size {args.size}, n={args.n} (files written included)")
     for task in ("lanes", "roadwork"):
-        w, h = getattr(PRESETS[args.preset], task)
-        rate, seconds = _throughput(task, args.n, args.preset)
+        w, h = getattr(SIZES[args.size], task)
+        rate, seconds = _throughput(task, args.n, args.size)
         print(f"  {task:9s} {w}x{h}: {rate:7.1f} samples/s ({seconds:.1f} s)")
 
     r = _multiview(args.repeats)

@@ -7,7 +7,7 @@
     python -m benchmarks.bench_ml student             # distilled student: speed-up, metric kept
     python -m benchmarks.bench_ml pretrained          # imagenet-lite0 vs random init
 
-All run on the synthetic ``bench`` preset (``roadvision.data.synth.generate``) split with one
+All run on synthetic ``bench``-size images (``roadvision.data.synth.generate``) split with one
 held-out city (test only), on CPU unless CUDA is present. Scores on synthetic data are labelled
 synthetic and never compared with published real-data numbers. Each prints its figures;
 ``--work DIR`` keeps the data and runs (default: a temporary folder).
@@ -33,7 +33,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from roadvision.evaluation import calibrate, evaluate  # noqa: E402
-from roadvision.evaluation.metrics import mcc  # noqa: E402
+from roadvision.metrics import mcc  # noqa: E402
 from roadvision.training import TrainConfig, distill, train  # noqa: E402
 from roadvision.training.loop import TrainResult  # noqa: E402
 
@@ -69,7 +69,7 @@ def _data(task: str, work: Path, n: int, seed: int = 0) -> tuple[Path, list[str]
     raw, split = work / f"{task}_raw", work / f"{task}_split"
     if not (split / "manifest.parquet").is_file():
         if not (raw / "manifest.parquet").is_file():
-            generate(task, n, seed, raw, preset="bench")
+            generate(task, n, seed, raw, size="bench")
         cities = sorted(read_manifest(raw)["city"].dropna().unique())
         split_dataset(raw, split, holdout_cities=cities[-1:], seed=seed)
     extra = json.loads((split / "dataset.json").read_text()).get("extra", {})
@@ -210,9 +210,10 @@ def bench_roadwork(args: argparse.Namespace) -> dict:
 
 def _latency(bundle: Path, data: Path, repeats: int = 3) -> float:
     """Seconds per image of plain inference over the test split (best of ``repeats``)."""
-    from roadvision.evaluation.inference import predict_dataset
     from roadvision.models.bundle import load_bundle
-    from roadvision.training.datasets import ManifestDataset, load_rows
+    from roadvision.runtime.dataset import ManifestDataset
+    from roadvision.runtime.inference import predict_dataset
+    from roadvision.runtime.readers import load_rows
 
     model = load_bundle(bundle)
     ds = ManifestDataset(data, load_rows(data, ["test"]), model.cfg)
@@ -336,9 +337,10 @@ def bench_student(args: argparse.Namespace) -> dict:
 
 
 def _ensemble_mcc(bundles: list[Path], data: Path) -> float:
-    from roadvision.evaluation.inference import predict_dataset
     from roadvision.models.bundle import load_bundle
-    from roadvision.training.datasets import ManifestDataset, load_rows
+    from roadvision.runtime.dataset import ManifestDataset
+    from roadvision.runtime.inference import predict_dataset
+    from roadvision.runtime.readers import load_rows
 
     rows = load_rows(data, ["test"])
     probs = []
@@ -396,7 +398,8 @@ def bench_throughput(args: argparse.Namespace) -> dict:
     from roadvision.models import create_model
     from roadvision.models.losses import create_loss
     from roadvision.models.preprocess import collate
-    from roadvision.training.datasets import ManifestDataset, load_rows
+    from roadvision.runtime.readers import load_rows
+    from roadvision.training.datasets import TrainingDataset
 
     task, bs, steps = args.task, args.batch_size, args.steps
     n = bs * steps
@@ -419,8 +422,7 @@ def bench_throughput(args: argparse.Namespace) -> dict:
         torch.manual_seed(0)
         model = create_model(preset)
         rows = load_rows(data, ["train"])
-        ds = ManifestDataset(data, rows, model.cfg, train=True, augment="none",
-                             crop_size=args.size)
+        ds = TrainingDataset(data, rows, model.cfg, augment="none", crop_size=args.size)
         batch = collate([ds[i] for i in range(bs)])
         loss_fn = create_loss(task)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

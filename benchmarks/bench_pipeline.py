@@ -1,7 +1,7 @@
 """Pipeline benchmark: the demo pipeline's wall time on kfp.local, and what the local runner
 costs per step against calling the same step functions directly, in one run.
 
-    python -m benchmarks.bench_pipeline [--preset demo] [--task roadwork] [--data-uri URI]
+    python -m benchmarks.bench_pipeline [--run-profile demo] [--task roadwork] [--data-uri URI]
 
 Both halves do the same work on the same parameters: (1) ``run_local`` (compiled YAML,
 one subprocess per step, caching off), (2) the plain ``run_*`` step functions called one after
@@ -60,7 +60,7 @@ def _direct(params, work: Path) -> dict[str, list[float]]:
     p = params
     run = {"experiment": p.experiment, "tracking_uri": p.mlflow_tracking_uri,
            "pipeline_run_id": "bench-direct"}
-    training = {"task": p.task, "profile": p.profile, "epochs": p.epochs,
+    training = {"task": p.task, "training_profile": p.training_profile, "epochs": p.epochs,
                 "batch_size": p.batch_size, "max_steps_per_epoch": p.max_steps_per_epoch,
                 "seed": p.seed}
     times: dict[str, list[float]] = defaultdict(list)
@@ -83,7 +83,7 @@ def _direct(params, work: Path) -> dict[str, list[float]]:
     teachers, headlines = [], []
     for member in members:
         out = work / f"member-{member}"
-        timed("train", run_train, data, out, preset=p.model_preset, member=member,
+        timed("train", run_train, data, out, model_preset=p.model_preset, member=member,
               **training, **run)
         metrics = timed("evaluate", run_evaluate, out, data, work / f"member-{member}.json",
                         name="evaluate-member", tta=p.tta, **run)
@@ -97,7 +97,7 @@ def _direct(params, work: Path) -> dict[str, list[float]]:
           **run)
     version = timed("register", run_register, work / "student", work / "student.json", data,
                     task=p.task, model_name=p.model_name, report_path=work / "report.html",
-                    teacher_headlines=headlines, **run)
+                    teacher_headlines=headlines, **run)["version"]
     decision = timed("gate", run_gate, work / "student.json", data, version, task=p.task,
                      model_name=p.model_name, tta=p.tta, min_delta=p.min_delta,
                      slice_tolerance=p.slice_tolerance, absolute_floor=p.absolute_floor,
@@ -109,7 +109,7 @@ def _direct(params, work: Path) -> dict[str, list[float]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="demo")
+    parser.add_argument("--run-profile", default="demo")
     parser.add_argument("--task", default="roadwork")
     parser.add_argument("--data-uri", default=None)
     args = parser.parse_args(argv)
@@ -117,15 +117,16 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
     from roadvision.pipelines.local import run_local
-    from roadvision.pipelines.params import from_preset
+    from roadvision.pipelines.run_profiles import from_run_profile
 
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         tmp_path = Path(tmp)
         os.environ["ROADVISION_HOME"] = str(tmp_path / "home")
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-        params = from_preset(args.preset, task=args.task, data_uri=args.data_uri)
-        print(f"preset {args.preset}: {params.data_uri}, {params.members} members, "
-              f"{params.epochs} epochs, profile {params.profile}; cores: {os.cpu_count()}, "
+        params = from_run_profile(args.run_profile, task=args.task, data_uri=args.data_uri)
+        print(f"run profile {args.run_profile}: {params.data_uri}, {params.members} members, "
+              f"{params.epochs} epochs, training profile {params.training_profile}; "
+              f"cores: {os.cpu_count()}, "
               f"load average {os.getloadavg()[0]:.1f}")
 
         t0 = time.perf_counter()
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
                                tmp_path / "direct")
         direct_wall = time.perf_counter() - t0
 
-    print(f"\nkfp.local pipeline wall time: {local_wall:.1f} s ({len(result.tasks)} tasks; "
+    print(f"\nkfp.local pipeline wall time: {local_wall:.1f} s ({len(result.steps)} steps; "
           f"goal <= 360 s) | direct calls, sequential: {direct_wall:.1f} s")
     print(f"{'step':16} {'n':>2} {'local s':>9} {'direct s':>9} {'overhead s/step':>16}")
     total_local = total_direct = 0.0

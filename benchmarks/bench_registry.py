@@ -66,8 +66,7 @@ def _one(label: str, uri: str, workers: int, rounds: int, workdir: Path) -> dict
     from roadvision import registry
     from tests._registry_race import race
 
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    registry.configure(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # the store the registry functions use
     _store(uri)
     result = race(uri, MODEL, VERSIONS, workers=workers, rounds=rounds, workdir=workdir,
                   timeout=1800)

@@ -5,7 +5,8 @@ redis-server and ``python -m roadvision.serving`` (twice: with micro-batching an
 The model is ``roadwork_student`` (randomly initialised: speed does not depend on the weights);
 inputs are distinct 224x224 JPEGs without metadata, as the NATIX validator sends them.
 
-    python -m benchmarks.bench_serving [--requests 120] [--preset roadwork_student]
+    python -m benchmarks.bench_serving [--requests 120] [--preset roadwork_student] \
+        [--forward_workers 1]
 
 Definitions:
 - uncached: every request carries a new image (a cache miss, Redis lookup + store included);
@@ -95,11 +96,13 @@ class Proc:
         self.log.close()
 
 
-def start_server(bundle: Path, redis_url: str, batch: int, wait_ms: float, tmp: Path) -> tuple:
+def start_server(bundle: Path, redis_url: str, batch: int, wait_ms: float, tmp: Path,
+                 forward_workers: int = 1) -> tuple:
     port = _free_port()
     proc = Proc([sys.executable, "-m", "roadvision.serving", "--model", f"roadwork={bundle}",
                  "--http_port", str(port), "--redis", redis_url, "--max_batch_size", str(batch),
-                 "--max_batch_wait_ms", str(wait_ms), "--enable_latency_logging", "false"],
+                 "--max_batch_wait_ms", str(wait_ms), "--enable_latency_logging", "false",
+                 "--forward_workers", str(forward_workers)],
                 port, tmp / f"server_b{batch}.log",
                 f"http://127.0.0.1:{port}/v2/models/roadwork/ready")
     return proc, f"http://127.0.0.1:{port}/v1/models/roadwork:predict"
@@ -152,7 +155,8 @@ async def _throughput(url: str, images: list[bytes], concurrency: int) -> float:
 def bare(bundle: Path, image: bytes, repeats: int) -> tuple[list[float], list[float]]:
     """(forward-only, decode+prepare+forward) latencies in this process (``repeats`` each)."""
     from roadvision.data.images import decode_image
-    from roadvision.models import load_bundle, predict, prepare_sample
+    from roadvision.models import load_bundle, prepare_sample
+    from roadvision.runtime.inference import predict
 
     model = _BARE.get(bundle) or _BARE.setdefault(bundle, load_bundle(bundle))
     sample = prepare_sample(model.cfg, decode_image(image), None)
@@ -170,17 +174,20 @@ def bare(bundle: Path, image: bytes, repeats: int) -> tuple[list[float], list[fl
 _BARE: dict = {}
 
 
-def in_process(bundle: Path, images: list[bytes]) -> tuple[list[float], list[float]]:
+def in_process(bundle: Path, images: list[bytes], forward_workers: int = 1
+               ) -> tuple[list[float], list[float]]:
     """(predictor stages, bare forward) latencies alternately in this process: the cost of our
     preprocess/batcher/postprocess without HTTP and without a second process (no cache)."""
     from roadvision.data.images import decode_image
-    from roadvision.models import predict, prepare_sample
+    from roadvision.models import load_bundle, prepare_sample
+    from roadvision.runtime.inference import predict
     from roadvision.serving.config import ServingConfig
     from roadvision.serving.predictor import RoadvisionModel
 
-    model = RoadvisionModel("roadwork", str(bundle), ServingConfig())
+    model = RoadvisionModel("roadwork", str(bundle),
+                            ServingConfig(forward_workers=forward_workers))
     model.load()
-    net = model.loaded.net
+    net = load_bundle(bundle)
 
     async def run():
         stages, forward = [], []
@@ -217,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=120, help="requests per latency series")
     parser.add_argument("--preset", default="roadwork_student")
     parser.add_argument("--throughput_requests", type=int, default=96)
+    parser.add_argument("--forward_workers", type=int, default=1,
+                        help="the servers' --forward_workers (0: the forward in a thread)")
     args = parser.parse_args(argv)
 
     import torch
@@ -229,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     bundle = save_bundle(create_model(preset), tmp / "bundle")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"model: {preset} (random init) on {device}; torch threads {THREADS}; "
+          f"forward workers {args.forward_workers}; "
           f"{os.cpu_count()} CPUs; input 224x224 JPEG, no metadata")
 
     redis_port = _free_port()
@@ -243,8 +253,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         torch.set_num_threads(THREADS)
         bare(bundle, _jpeg(424242), 5)  # warm-up
-        stages, stage_fwd = in_process(bundle, fresh(n))
-        server, url = start_server(bundle, redis_url, batch=8, wait_ms=2, tmp=tmp)
+        workers = args.forward_workers
+        stages, stage_fwd = in_process(bundle, fresh(n), workers)
+        server, url = start_server(bundle, redis_url, batch=8, wait_ms=2, tmp=tmp,
+                                   forward_workers=workers)
         try:
             sequential(url, fresh(10))  # warm up connections, allocator, caches
             before = server_means(url)
@@ -261,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
                             for c in (1, 4, 16)}
         finally:
             server.stop()
-        server, url = start_server(bundle, redis_url, batch=1, wait_ms=0, tmp=tmp)
+        server, url = start_server(bundle, redis_url, batch=1, wait_ms=0, tmp=tmp,
+                                   forward_workers=workers)
         try:
             sequential(url, fresh(10))
             tput_single = {c: asyncio.run(_throughput(url, fresh(args.throughput_requests), c))

@@ -10,6 +10,10 @@ them, and ``make demo``/CI must run the very same DAG with no cluster.
 
 A component body only imports its module lazily and calls the plain step function there; the
 plain function is what tests and benchmarks call directly.
+
+Every step also writes its structured result, one JSON file in its ``result`` output
+(``step_result``): what it did, named by the step itself, so that a reader (``roadvision
+pipeline run --local``, a notebook over the artifact store) never scrapes logs or reports.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from typing import Any
 
 from kfp import dsl
 
-__all__ = ["TRAIN_IMAGE", "component", "step_run", "current_pipeline_run_id", "log_metrics",
-           "set_metadata", "ensure_file",
+__all__ = ["TRAIN_IMAGE", "component", "step_run", "step_result", "RESULT_SCHEMA",
+           "current_pipeline_run_id", "log_metrics", "set_metadata", "ensure_file",
            "publish_metrics", "read_json", "write_json", "code_version", "finish_pipeline_run"]
 
 #: The base image of every step (built from Dockerfile.train). ``roadvision pipeline compile
@@ -66,6 +70,35 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return str(value)
+
+
+#: Version of the result JSON's common fields (``step_result``).
+RESULT_SCHEMA = 1
+
+
+@contextlib.contextmanager
+def step_result(artifact, step: str, task: str = "",
+                outputs: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    """Write the step's result JSON into ``artifact`` (its ``result`` output) on the way out.
+
+    The body fills the yielded dict with the step's own fields. Every result also holds
+    ``schema``, ``step`` (the step's kind: ``evaluate``), ``task`` (its own name in the run,
+    unique: ``evaluate-student``, ``train-member-1``), ``status`` (``succeeded``/``failed``),
+    ``pipeline_run_id`` (the run that computed it: a cached result names an earlier run),
+    ``artifacts`` (``outputs``' names -> URIs; on kfp.local the URI is a local path) and, when
+    the step failed, ``error`` (the exception's type and message) before the exception propagates.
+    """
+    fields: dict[str, Any] = {}
+    head = {"schema": RESULT_SCHEMA, "step": step, "task": task or step,
+            "pipeline_run_id": current_pipeline_run_id(),
+            "artifacts": {name: a.uri for name, a in (outputs or {}).items()}}
+    try:
+        yield fields
+    except Exception as exc:
+        write_json(artifact.path, {**fields, **head, "status": "failed",
+                                   "error": f"{type(exc).__name__}: {exc}"})
+        raise
+    write_json(artifact.path, {**fields, **head, "status": "succeeded"})
 
 
 def publish_metrics(artifact, metrics: Mapping[str, Any], *, prefix: str = "") -> None:

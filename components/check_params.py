@@ -5,6 +5,7 @@ with the parameter's name, instead of after an hour of training. The MLflow stor
 (unreachable, or refusing registry calls = fail now, not at register), and on a cluster it must
 be one that every pod shares (not the local SQLite default). The step returns the ensemble
 member ids that the ``ParallelFor`` fans out over (KFP cannot loop over an int parameter).
+The parameters themselves (fields, defaults, rules) are ``run_params.RunParams``.
 
 It is its own step, not part of ingest, so that ingest's cache key holds only what ingest
 reads: changing a gate tolerance must not re-run the data steps and the training.
@@ -15,6 +16,8 @@ import os
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
+
+from kfp.dsl import Artifact, Output
 
 from roadvision.components._base import component
 
@@ -63,7 +66,7 @@ def run_check_params(params: dict[str, Any], *, check_data: bool = True,
 
     ``cluster`` (default: :func:`on_cluster`) also requires a tracking store shared by pods.
     """
-    from roadvision.pipelines.params import RunParams
+    from roadvision.components.run_params import RunParams
 
     p = RunParams(**params).validate(check_data=check_data, check_mlflow=False)
     if on_cluster() if cluster is None else cluster:
@@ -75,14 +78,18 @@ def run_check_params(params: dict[str, Any], *, check_data: bool = True,
 
 @component
 def check_params(
+    result: Output[Artifact],
     task: str, data_uri: str, target_regions: str, holdout_cities: str, min_distance_m: float,
-    profile: str, model_preset: str, student_preset: str, epochs: int, members: int,
+    training_profile: str, model_preset: str, student_preset: str, epochs: int, members: int,
     batch_size: int, max_steps_per_epoch: int, tta: str, min_delta: float,
     slice_tolerance: float, absolute_floor: float, min_slice_size: int, model_name: str,
     experiment: str, mlflow_tracking_uri: str, s3_endpoint_url: str, seed: int,
 ) -> list:
     """Validate the run's parameters; returns the ensemble member ids."""
-    params = dict(locals())
+    params = {k: v for k, v in locals().items() if k != "result"}
+    from roadvision.components._base import step_result
     from roadvision.components.check_params import run_check_params
 
-    return run_check_params(params)
+    with step_result(result, "check_params") as out:
+        out["members"] = run_check_params(params)
+    return out["members"]

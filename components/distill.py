@@ -9,27 +9,28 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from roadvision.components._base import component
 
 __all__ = ["student_preset_for", "run_distill", "distill"]
 
 
-def student_preset_for(task: str, student_preset: str, model_preset: str, profile: str) -> str:
-    """The student's preset: given, else ``roadwork_student``; lanes keep the teachers' preset
-    (the lane models are already one small FPN) unless told otherwise."""
+def student_preset_for(task: str, student_preset: str, model_preset: str,
+                       training_profile: str) -> str:
+    """The student's model preset: given, else ``roadwork_student``; lanes keep the teachers'
+    model preset (the lane models are already one small FPN) unless told otherwise."""
     if student_preset:
         return student_preset
     if task == "roadwork":
         return "roadwork_student"
     from roadvision.training import PROFILES
 
-    return model_preset or PROFILES[profile]["preset"].format(task=task)
+    return model_preset or PROFILES[training_profile]["preset"].format(task=task)
 
 
 def run_distill(teacher_dirs: list[str | Path], data_dir: str | Path, out_dir: str | Path, *,
-                task: str, profile: str = "full", student_preset: str = "",
+                task: str, training_profile: str = "full", student_preset: str = "",
                 model_preset: str = "", epochs: int = 40, batch_size: int = 32,
                 max_steps_per_epoch: int = 0, seed: int = 0, pipeline_run_id: str | None = None,
                 experiment: str = "roadvision", tracking_uri: str = "") -> dict[str, Any]:
@@ -43,17 +44,17 @@ def run_distill(teacher_dirs: list[str | Path], data_dir: str | Path, out_dir: s
     from roadvision.evaluation.calibration import calibrate
     from roadvision.training import distill as distill_model
 
-    preset = student_preset_for(task, student_preset, model_preset, profile)
-    cfg = train_config(task=task, profile=profile, preset=preset, epochs=epochs,
-                       batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
-                       seed=int(seed) * 1000 + 999)
+    preset = student_preset_for(task, student_preset, model_preset, training_profile)
+    cfg = train_config(task=task, training_profile=training_profile, model_preset=preset,
+                       epochs=epochs, batch_size=batch_size,
+                       max_steps_per_epoch=max_steps_per_epoch, seed=int(seed) * 1000 + 999)
     with step_run("distill", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
                   params={**cfg.to_dict(), "teachers": len(teacher_dirs)}):
         with tempfile.TemporaryDirectory() as work:
             result = distill_model([str(t) for t in teacher_dirs], data_dir, work, cfg)
             calibration = calibrate(result.bundle_dir, data_dir, split="val")
             shutil.copytree(result.bundle_dir, out_dir, dirs_exist_ok=True)
-        summary = {"best_metric": float(result.best_metric), "preset": preset,
+        summary = {"best_metric": float(result.best_metric), "model_preset": preset,
                    "teachers": len(teacher_dirs), "calibration": calibration}
         mlflow.log_metrics({"best_metric": summary["best_metric"]})
         mlflow.log_dict(calibration, "calibration.json")
@@ -62,21 +63,22 @@ def run_distill(teacher_dirs: list[str | Path], data_dir: str | Path, out_dir: s
 
 @component
 def distill(teachers: Input[list[Model]], data: Input[Dataset], student: Output[Model],
-            metrics: Output[Metrics], task: str, profile: str, student_preset: str,
-            model_preset: str, epochs: int, batch_size: int, max_steps_per_epoch: int,
-            seed: int, experiment: str, mlflow_tracking_uri: str) -> float:
+            metrics: Output[Metrics], result: Output[Artifact], task: str,
+            training_profile: str, student_preset: str, model_preset: str, epochs: int,
+            batch_size: int, max_steps_per_epoch: int, seed: int, experiment: str,
+            mlflow_tracking_uri: str) -> float:
     """Distil the ensemble into one student; returns its best validation headline."""
-    from roadvision.components._base import publish_metrics, set_metadata
+    from roadvision.components._base import publish_metrics, set_metadata, step_result
     from roadvision.components.distill import run_distill
 
-    summary = run_distill([t.path for t in teachers], data.path, student.path, task=task,
-                          profile=profile, student_preset=student_preset,
-                          model_preset=model_preset, epochs=epochs, batch_size=batch_size,
-                          max_steps_per_epoch=max_steps_per_epoch, seed=seed,
-                          experiment=experiment,
-                          tracking_uri=mlflow_tracking_uri)
-    publish_metrics(metrics, {"val_headline": summary["best_metric"],
-                              "teachers": summary["teachers"]})
+    with step_result(result, "distill", outputs={"student": student}) as out:
+        out.update(run_distill([t.path for t in teachers], data.path, student.path, task=task,
+                               training_profile=training_profile,
+                               student_preset=student_preset, model_preset=model_preset,
+                               epochs=epochs, batch_size=batch_size,
+                               max_steps_per_epoch=max_steps_per_epoch, seed=seed,
+                               experiment=experiment, tracking_uri=mlflow_tracking_uri))
+    publish_metrics(metrics, {"val_headline": out["best_metric"], "teachers": out["teachers"]})
     set_metadata(student, {"framework": "pytorch", "format": "roadvision-bundle",
-                             "preset": summary["preset"], "teachers": summary["teachers"]})
-    return summary["best_metric"]
+                           "model_preset": out["model_preset"], "teachers": out["teachers"]})
+    return out["best_metric"]

@@ -5,7 +5,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kfp.dsl import HTML, Dataset, Input, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 
 from roadvision.components._base import component
 
@@ -33,9 +33,12 @@ def run_error_analysis(bundle_dir: str | Path, data_dir: str | Path, report_path
 
 @component
 def error_analysis(model: Input[Model], data: Input[Dataset], report: Output[HTML],
-                   experiment: str, mlflow_tracking_uri: str):
+                   result: Output[Artifact], experiment: str, mlflow_tracking_uri: str):
     """Error analysis of the model on the test split (HTML, shown in the KFP UI)."""
+    from roadvision.components._base import step_result
     from roadvision.components.error_analysis import run_error_analysis
 
-    run_error_analysis(model.path, data.path, report.path, experiment=experiment,
-                       tracking_uri=mlflow_tracking_uri)
+    with step_result(result, "error_analysis", outputs={"report": report}) as out:
+        run_error_analysis(model.path, data.path, report.path, experiment=experiment,
+                           tracking_uri=mlflow_tracking_uri)
+        out["split"] = "test"

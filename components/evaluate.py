@@ -11,11 +11,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
 from roadvision.components._base import component
 
-__all__ = ["run_evaluate", "classification_curves", "evaluate"]
+__all__ = ["run_evaluate", "classification_curves", "evaluation_task", "evaluate"]
 
 
 def classification_curves(predictions: Path, max_points: int = 50) -> dict[str, Any] | None:
@@ -41,6 +41,14 @@ def classification_curves(predictions: Path, max_points: int = 50) -> dict[str, 
     return {"matrix": matrix, "roc": roc}
 
 
+def evaluation_task(name: str, model_metadata: dict[str, Any]) -> str:
+    """The evaluation's own name: ``name``, plus the member's number when the model is an
+    ensemble member (``train`` writes it into the model's metadata), so that the members'
+    evaluations stay apart in MLflow and in the run's results."""
+    member = model_metadata.get("member")
+    return name if member in (None, "") else f"{name}-{int(float(member))}"
+
+
 def run_evaluate(bundle_dir: str | Path, data_dir: str | Path, metrics_path: str | Path, *,
                  name: str = "evaluate", split: str = "test", tta: str = "none",
                  pipeline_run_id: str | None = None, experiment: str = "roadvision",
@@ -63,21 +71,25 @@ def run_evaluate(bundle_dir: str | Path, data_dir: str | Path, metrics_path: str
 
 @component
 def evaluate(model: Input[Model], data: Input[Dataset], metrics: Output[Metrics],
-             classification: Output[ClassificationMetrics], name: str, tta: str,
-             experiment: str, mlflow_tracking_uri: str) -> float:
+             classification: Output[ClassificationMetrics], result: Output[Artifact], name: str,
+             tta: str, experiment: str, mlflow_tracking_uri: str) -> float:
     """Evaluate a bundle on the test split; returns the headline metric."""
-    from roadvision.components._base import ensure_file, publish_metrics
-    from roadvision.components.evaluate import run_evaluate
+    from roadvision.components._base import ensure_file, publish_metrics, step_result
+    from roadvision.components.evaluate import evaluation_task, run_evaluate
 
-    result = run_evaluate(model.path, data.path, metrics.path, name=name, tta=tta,
-                          experiment=experiment,
-                          tracking_uri=mlflow_tracking_uri)
-    curves = result.pop("_curves")
-    publish_metrics(metrics, {k: v for k, v in result.items() if k != "slices"})
+    task = evaluation_task(name, dict(model.metadata))
+    with step_result(result, "evaluate", task, outputs={"metrics": metrics}) as out:
+        measured = run_evaluate(model.path, data.path, metrics.path, name=task, tta=tta,
+                                experiment=experiment, tracking_uri=mlflow_tracking_uri)
+        curves = measured.pop("_curves")
+        headline = measured.get("headline")
+        out.update({"split": "test", "tta": tta, "metrics": measured,
+                    "headline": float(headline) if isinstance(headline, (int, float))
+                    else float("nan")})
+    publish_metrics(metrics, {k: v for k, v in measured.items() if k != "slices"})
     if curves:
         classification.log_confusion_matrix(["no_roadwork", "roadwork"], curves["matrix"])
         fpr, tpr, thr = zip(*curves["roc"], strict=True)
         classification.log_roc_curve(list(fpr), list(tpr), list(thr))
     ensure_file(classification)
-    headline = result.get("headline")
-    return float(headline) if isinstance(headline, (int, float)) else float("nan")
+    return out["headline"]

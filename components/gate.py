@@ -10,7 +10,7 @@ report is written as markdown and HTML; the step's boolean output drives ``dsl.I
 from pathlib import Path
 from typing import Any
 
-from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Output
 
 from roadvision.components._base import component
 
@@ -37,7 +37,7 @@ def run_gate(metrics_path: str | Path, data_dir: str | Path, version: str, *, ta
     )
     from roadvision.evaluation import evaluate
     from roadvision.gate import GateConfig, decide
-    from roadvision.pipelines.params import resolve_model_name
+    from roadvision.registry import resolve_model_name
 
     name = resolve_model_name(model_name, task)
     cfg = GateConfig(min_delta=min_delta, slice_tolerance=slice_tolerance,
@@ -73,16 +73,18 @@ def run_gate(metrics_path: str | Path, data_dir: str | Path, version: str, *, ta
 
 @component
 def gate(metrics: Input[Metrics], data: Input[Dataset], version: str, report_md: Output[Markdown],
-         report_html: Output[HTML], task: str, model_name: str, tta: str, min_delta: float,
-         slice_tolerance: float, absolute_floor: float, min_slice_size: int,
-         experiment: str, mlflow_tracking_uri: str) -> bool:
+         report_html: Output[HTML], result: Output[Artifact], task: str, model_name: str,
+         tta: str, min_delta: float, slice_tolerance: float, absolute_floor: float,
+         min_slice_size: int, experiment: str, mlflow_tracking_uri: str) -> bool:
     """Challenger vs champion on the same test split; True = promote."""
+    from roadvision.components._base import step_result
     from roadvision.components.gate import run_gate
 
-    result = run_gate(metrics.path, data.path, version, task=task, model_name=model_name,
-                      tta=tta, min_delta=min_delta, slice_tolerance=slice_tolerance,
-                      absolute_floor=absolute_floor, min_slice_size=min_slice_size,
-                      markdown_path=report_md.path, html_path=report_html.path,
-                      experiment=experiment,
-                      tracking_uri=mlflow_tracking_uri)
-    return bool(result["passed"])
+    outputs = {"report_md": report_md, "report_html": report_html}
+    with step_result(result, "gate", outputs=outputs) as out:
+        out.update(run_gate(metrics.path, data.path, version, task=task, model_name=model_name,
+                            tta=tta, min_delta=min_delta, slice_tolerance=slice_tolerance,
+                            absolute_floor=absolute_floor, min_slice_size=min_slice_size,
+                            markdown_path=report_md.path, html_path=report_html.path,
+                            experiment=experiment, tracking_uri=mlflow_tracking_uri))
+    return bool(out["passed"])

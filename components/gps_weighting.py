@@ -8,7 +8,7 @@ would leak the test distribution into training). No targets = uniform weights.
 from pathlib import Path
 from typing import Any
 
-from kfp.dsl import Dataset, Input, Output
+from kfp.dsl import Artifact, Dataset, Input, Output
 
 from roadvision.components._base import component
 
@@ -23,10 +23,9 @@ def run_gps_weighting(data_dir: str | Path, out_dir: str | Path, *, target_regio
 
     from roadvision.components._base import step_run
     from roadvision.data.contract import read_manifest
-    from roadvision.data.weights import gps_weights
-    from roadvision.pipelines.params import parse_regions
+    from roadvision.data.weights import gps_weights, parse_target_regions
 
-    targets = parse_regions(target_regions)
+    targets = parse_target_regions(target_regions)
     with step_run("gps_weighting", pipeline_run_id, experiment=experiment,
                   tracking_uri=tracking_uri, params={"target_regions": targets}):
         if targets:
@@ -53,13 +52,15 @@ def _uniform_weights(data_dir: str | Path, out_dir: str | Path) -> None:
 
 @component
 def gps_weighting(dataset: Input[Dataset], weighted_dataset: Output[Dataset],
-                  target_regions: str, experiment: str,
+                  result: Output[Artifact], target_regions: str, experiment: str,
                   mlflow_tracking_uri: str):
     """Per-sample weights towards the target deployment regions (uniform without targets)."""
-    from roadvision.components._base import set_metadata
+    from roadvision.components._base import set_metadata, step_result
     from roadvision.components.gps_weighting import run_gps_weighting
 
-    stats = run_gps_weighting(dataset.path, weighted_dataset.path, target_regions=target_regions,
-                              experiment=experiment,
-                              tracking_uri=mlflow_tracking_uri)
-    set_metadata(weighted_dataset, stats)
+    outputs = {"weighted_dataset": weighted_dataset}
+    with step_result(result, "gps_weighting", outputs=outputs) as out:
+        out.update(run_gps_weighting(dataset.path, weighted_dataset.path,
+                                     target_regions=target_regions, experiment=experiment,
+                                     tracking_uri=mlflow_tracking_uri))
+    set_metadata(weighted_dataset, out)

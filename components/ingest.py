@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Artifact, Dataset, Output
 
 from roadvision.components._base import component
 
@@ -26,14 +26,13 @@ def run_ingest(data_uri: str, out_dir: str | Path, *, task: str, s3_endpoint_url
     from roadvision.components._base import step_run
     from roadvision.data.ingest import ingest as ingest_data
     from roadvision.errors import UserError
-    from roadvision.pipelines.params import parse_synth_uri
 
     with step_run("ingest", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
                   params={"data_uri": data_uri, "task": task}), \
             tempfile.TemporaryDirectory() as tmp:
         source: str | Path = data_uri
         if data_uri.startswith("synth://"):
-            from roadvision.data.synth import generate
+            from roadvision.data.synth import generate, parse_synth_uri
 
             synth_task, opts = parse_synth_uri(data_uri)
             source = Path(tmp) / "synth"
@@ -52,12 +51,14 @@ def run_ingest(data_uri: str, out_dir: str | Path, *, task: str, s3_endpoint_url
 
 
 @component
-def ingest(dataset: Output[Dataset], data_uri: str, task: str, s3_endpoint_url: str,
-           experiment: str, mlflow_tracking_uri: str):
+def ingest(dataset: Output[Dataset], result: Output[Artifact], data_uri: str, task: str,
+           s3_endpoint_url: str, experiment: str, mlflow_tracking_uri: str):
     """Copy + check the data set (quarantining bad rows) into the data contract."""
-    from roadvision.components._base import set_metadata
+    from roadvision.components._base import set_metadata, step_result
     from roadvision.components.ingest import run_ingest
 
-    summary = run_ingest(data_uri, dataset.path, task=task, s3_endpoint_url=s3_endpoint_url,
-                         experiment=experiment, tracking_uri=mlflow_tracking_uri)
-    set_metadata(dataset, summary)
+    with step_result(result, "ingest", outputs={"dataset": dataset}) as out:
+        out.update(run_ingest(data_uri, dataset.path, task=task,
+                              s3_endpoint_url=s3_endpoint_url, experiment=experiment,
+                              tracking_uri=mlflow_tracking_uri))
+    set_metadata(dataset, out)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kfp.dsl import HTML, Dataset, Input, Metrics, Model
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from roadvision.components._base import component
 
@@ -21,8 +21,8 @@ __all__ = ["run_register", "register"]
 def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str | Path, *,
                  task: str, model_name: str = "", report_path: str | Path | None = None,
                  teacher_headlines: list[float] | None = None, pipeline_run_id: str | None = None,
-                 experiment: str = "roadvision", tracking_uri: str = "") -> str:
-    """Register the bundle; returns the new version."""
+                 experiment: str = "roadvision", tracking_uri: str = "") -> dict[str, Any]:
+    """Register the bundle as ``@challenger``; returns ``{"model_name", "version", "alias"}``."""
     from roadvision import registry
     from roadvision.components._base import (
         code_version,
@@ -31,7 +31,7 @@ def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str
         step_run,
     )
     from roadvision.data.contract import read_info
-    from roadvision.pipelines.params import resolve_model_name
+    from roadvision.registry import resolve_model_name
 
     name = resolve_model_name(model_name, task)
     metrics = read_json(metrics_path)
@@ -48,18 +48,22 @@ def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str
     extra = {"reports": report_path} if report_path and Path(report_path).is_file() else {}
     with step_run("register", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
                   params={"model_name": name}):
-        return registry.register_bundle(bundle_dir, name, tags, metrics,
-                                        experiment=experiment, extra_artifacts=extra)
+        version = registry.register_bundle(bundle_dir, name, tags, metrics,
+                                           experiment=experiment, extra_artifacts=extra)
+    return {"model_name": name, "version": version, "alias": "challenger"}
 
 
 @component
 def register(model: Input[Model], metrics: Input[Metrics], data: Input[Dataset],
-             report: Input[HTML], teacher_headlines: list, task: str, model_name: str,
-             experiment: str, mlflow_tracking_uri: str) -> str:
+             report: Input[HTML], result: Output[Artifact], teacher_headlines: list, task: str,
+             model_name: str, experiment: str, mlflow_tracking_uri: str) -> str:
     """Register the model in MLflow with alias ``challenger``; returns the version."""
+    from roadvision.components._base import step_result
     from roadvision.components.register import run_register
 
-    return run_register(model.path, metrics.path, data.path, task=task, model_name=model_name,
-                        report_path=report.path, teacher_headlines=teacher_headlines,
-                        experiment=experiment,
-                        tracking_uri=mlflow_tracking_uri)
+    with step_result(result, "register") as out:
+        out.update(run_register(model.path, metrics.path, data.path, task=task,
+                                model_name=model_name, report_path=report.path,
+                                teacher_headlines=teacher_headlines, experiment=experiment,
+                                tracking_uri=mlflow_tracking_uri))
+    return out["version"]

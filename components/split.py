@@ -8,7 +8,7 @@ image at least ``min_distance_m`` from any val/test image and can hold out whole
 from pathlib import Path
 from typing import Any
 
-from kfp.dsl import Dataset, Input, Metrics, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
 from roadvision.components._base import component
 
@@ -23,10 +23,9 @@ def run_split(data_dir: str | Path, out_dir: str | Path, *, holdout_cities: str 
 
     from roadvision.components._base import step_run
     from roadvision.data.contract import read_manifest
-    from roadvision.data.split import split_dataset
-    from roadvision.pipelines.params import parse_cities
+    from roadvision.data.split import parse_holdout_cities, split_dataset
 
-    cities = parse_cities(holdout_cities)
+    cities = parse_holdout_cities(holdout_cities)
     with step_run("split", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
                   params={"holdout_cities": cities, "min_distance_m": min_distance_m,
                           "seed": seed}):
@@ -40,15 +39,17 @@ def run_split(data_dir: str | Path, out_dir: str | Path, *, holdout_cities: str 
 
 @component
 def split(dataset: Input[Dataset], split_dataset: Output[Dataset], stats: Output[Metrics],
-          holdout_cities: str, min_distance_m: float, seed: int, experiment: str,
-          mlflow_tracking_uri: str):
+          result: Output[Artifact], holdout_cities: str, min_distance_m: float, seed: int,
+          experiment: str, mlflow_tracking_uri: str):
     """Geo-aware train/val/test split (holds out cities, keeps a GPS distance)."""
-    from roadvision.components._base import ensure_file, set_metadata
+    from roadvision.components._base import ensure_file, set_metadata, step_result
     from roadvision.components.split import run_split
 
-    sizes = run_split(dataset.path, split_dataset.path, holdout_cities=holdout_cities,
-                      min_distance_m=min_distance_m, seed=seed, experiment=experiment,
-                      tracking_uri=mlflow_tracking_uri)
+    with step_result(result, "split", outputs={"split_dataset": split_dataset}) as out:
+        sizes = run_split(dataset.path, split_dataset.path, holdout_cities=holdout_cities,
+                          min_distance_m=min_distance_m, seed=seed, experiment=experiment,
+                          tracking_uri=mlflow_tracking_uri)
+        out.update(sizes)
     for key, value in sizes.items():
         stats.log_metric(key, value)
     ensure_file(stats)

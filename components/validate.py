@@ -8,7 +8,7 @@ row and column (the first 50 go into the error message and all into the MLflow r
 from pathlib import Path
 from typing import Any
 
-from kfp.dsl import Dataset, Input, Markdown, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 from roadvision.components._base import component
 
@@ -40,10 +40,13 @@ def run_validate(data_dir: str | Path, report_path: str | Path, *,
 
 
 @component
-def validate(dataset: Input[Dataset], report: Output[Markdown], experiment: str,
-             mlflow_tracking_uri: str) -> int:
+def validate(dataset: Input[Dataset], report: Output[Markdown], result: Output[Artifact],
+             experiment: str, mlflow_tracking_uri: str) -> int:
     """Check the data set against the contract; returns the number of rows."""
+    from roadvision.components._base import step_result
     from roadvision.components.validate import run_validate
 
-    return run_validate(dataset.path, report.path, experiment=experiment,
-                        tracking_uri=mlflow_tracking_uri)["rows"]
+    with step_result(result, "validate", outputs={"report": report}) as out:
+        out.update(run_validate(dataset.path, report.path, experiment=experiment,
+                                tracking_uri=mlflow_tracking_uri))
+    return out["rows"]

@@ -22,7 +22,6 @@ from .bundle import bundle_version, load_bundle, save_bundle, update_bundle_conf
 from .calibration import calibrated_probability  # noqa: E402
 from .config import ModelConfig  # noqa: E402
 from .ensemble import LogitEnsemble  # noqa: E402
-from .inference import predict  # noqa: E402
 from .lane_segmenter import LaneSegmenter  # noqa: E402  (registers the lanes presets)
 from .losses import create_loss  # noqa: E402
 from .preprocess import collate, prepare_sample  # noqa: E402
@@ -44,7 +43,6 @@ __all__ = [
     "load_bundle",
     "model_class",
     "model_entrypoint",
-    "predict",
     "prepare_sample",
     "register_model",
     "register_model_class",

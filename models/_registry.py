@@ -1,9 +1,11 @@
-"""Model registry, timm-style: ``@register_model`` presets looked up by their function name.
+"""Model registry, timm-style: ``@register_model`` model presets looked up by their function name.
 
-A preset is a small function returning a built model; the decorator stores it in a dict keyed by
-its own ``__name__`` so that ``grep "def roadwork_small"`` finds every model. Model *classes*
-that a bundle may name are registered separately (``register_model_class``): ``load_bundle``
-dispatches on that dict only, so a bundle can never make us import or run arbitrary code.
+A model preset (architecture and size, always named after its task: ``roadwork_small``,
+``roadwork_student``) is a small function returning a built model; the decorator stores it in a
+dict keyed by its own ``__name__`` so that ``grep "def roadwork_small"`` finds every model.
+Model *classes* that a bundle may name are registered separately (``register_model_class``):
+``load_bundle`` dispatches on that dict only, so a bundle can never make us import or run
+arbitrary code.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ Layout::
                              "roadvision_version": "0.1.0", "extra": {...}}
       weights.safetensors   the state dict
 
+A registered model version is an MLflow model holding the bundle verbatim under
+``artifacts/bundle`` (``BUNDLE_ARTIFACT``); :func:`locate_bundle` finds the bundle in either
+layout and :func:`bundle_task` reads which task it serves, for the registry and serving alike.
+
 The model is rebuilt as ``model_class(ModelConfig.from_dict(model_config))`` where
 ``model_class`` is looked up in a registry of our own classes (as smp's hub mixin dispatches on
 ``_model_class``). Weights are safetensors, so loading reads tensors and never unpickles code.
@@ -40,6 +44,9 @@ __all__ = [
     "bundle_version",
     "read_bundle_config",
     "update_bundle_config",
+    "locate_bundle",
+    "bundle_task",
+    "BUNDLE_ARTIFACT",
     "CONFIG_FILE",
     "WEIGHTS_FILE",
 ]
@@ -48,6 +55,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 FORMAT = "roadvision-bundle"
 FORMAT_VERSION = 1
+#: The bundle's folder name inside an MLflow model's ``artifacts/`` (the registry logs it there,
+#: the pyfunc face loads it from there, KServe's storage initializer downloads it as it is).
+BUNDLE_ARTIFACT = "bundle"
 
 
 def _read_file(root: Path, name: str) -> bytes | None:
@@ -128,6 +138,32 @@ def read_bundle_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
+def locate_bundle(path: str | os.PathLike) -> Path:
+    """The bundle folder in ``path``: ``path`` itself, or the bundle inside an MLflow model
+    folder (``artifacts/bundle/``, as the registry logs it and KServe's storage initializer
+    downloads it into ``/mnt/models``; also a bare ``bundle/``). A UserError when none is there.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{path}: no such directory (expected a model bundle or an MLflow "
+                        "model folder)")
+    for candidate in (root, root / BUNDLE_ARTIFACT, root / "artifacts" / BUNDLE_ARTIFACT):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise UserError(f"{path}: no {CONFIG_FILE} in it (nor in {BUNDLE_ARTIFACT}/ or "
+                    f"artifacts/{BUNDLE_ARTIFACT}/); is this a model bundle?")
+
+
+def bundle_task(path: str | os.PathLike) -> str:
+    """The task (``roadwork``/``lanes``) of the bundle in ``path`` (a bundle or an MLflow model
+    folder, see :func:`locate_bundle`): the one its model is built for, read from the config
+    as :func:`load_bundle` reads it, without the weights. A UserError for a broken config."""
+    config = read_bundle_config(locate_bundle(path))
+    if not isinstance(config["model_config"], dict):
+        raise UserError(f"{path}: model_config in {CONFIG_FILE} is not an object")
+    return ModelConfig.from_dict(config["model_config"]).task
+
+
 def update_bundle_config(path: str | Path, extra: dict[str, Any] | None = None,
                          **changes: Any) -> dict[str, Any]:
     """Change ModelConfig fields (e.g. ``temperature=1.7, logit_bias=-0.2``) and merge ``extra``
@@ -160,7 +196,9 @@ def bundle_version(path: str | Path) -> str:
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild a bundle's model in eval mode on ``device`` (channels-last on CUDA)."""
+    """Rebuild a bundle's model in eval mode on ``device``. Its memory format and autocast
+    are the device's precision policy's (``roadvision.runtime.precision``), applied where
+    it runs."""
     config = read_bundle_config(path)
     cls = model_class(config["model_class"])
     cfg = ModelConfig.from_dict(config["model_config"])
@@ -182,10 +220,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> nn.Modu
             f"{path}: weights do not fit {config['model_class']} "
             f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
         )
-    device = torch.device(device)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(torch.device(device))
     model.eval()
     model.bundle_config = config  # for serving: preset, extra metadata
     return model

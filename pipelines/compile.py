@@ -23,8 +23,8 @@ _VOLATILE = re.compile(r"^\s*sdkVersion: .*$", re.MULTILINE)
 
 def compile_pipeline(out: str | Path = DEFAULT_OUT, settings=None) -> Path:
     """Compile with ``settings`` (default: ``ClusterSettings`` defaults) to ``out``."""
+    from roadvision.pipelines.cluster import ClusterSettings
     from roadvision.pipelines.local import compile_to
-    from roadvision.pipelines.training import ClusterSettings
 
     return compile_to(out, settings or ClusterSettings())
 

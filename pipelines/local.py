@@ -9,6 +9,12 @@ the Kubernetes settings (GPU, node selector, toleration, Secrets, retries) with 
 Outputs go under ``$ROADVISION_HOME/pipeline_runs/<run>/<task>/`` (``roadvision_home()``);
 kfp.local's own chatter (the executor input of every step) goes to ``pipeline.log`` in the run
 folder, and one line per step is echoed to the console.
+
+What the run produced is read from the steps' result JSON (each step's ``result`` output, see
+``components/_base.py::step_result``), keyed by the name each step gives itself
+(``evaluate-student``, ``train-member-1``), never by KFP's generated task names. The only
+thing read from kfp.local's log is its report of a cache hit, because a cached step leaves
+nothing in this run's folder: the hit names the cache entry, which points at the result.
 """
 
 from __future__ import annotations
@@ -24,18 +30,25 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from roadvision.components.run_params import RunParams
 from roadvision.errors import UserError
-from roadvision.pipelines.params import RunParams
 
 __all__ = ["LocalRunResult", "run_local", "compile_to"]
 
 _TASK_LINE = re.compile(r"(Executing task|Task .* finished with status|Task .* cache hit|"
                         r"Pipeline .* finished)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+#: kfp.local's report of a cache hit: the task's KFP name and the start of the cache key.
+_CACHE_HIT = re.compile(r"Task (\S+) cache hit \(key=(\w+)\)")
+#: The output every step writes its result JSON into (``components/_base.py::step_result``).
+RESULT_OUTPUT = "result"
 
 
 @dataclass
@@ -46,21 +59,22 @@ class LocalRunResult:
     log_path: Path
     seconds: float
     succeeded: bool
-    tasks: dict[str, str] = field(default_factory=dict)  # task folder -> "SUCCESS"/"FAILURE"
+    #: every step's result JSON, by the step's own name ("ingest", "train-member-0", ...)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cached: list[str] = field(default_factory=list)  # own names of steps answered from cache
     model_name: str = ""
     version: str | None = None
     promoted: bool | None = None
     gate_reason: str = ""
-    error: str = ""  # the last exception line of a failed step
-    cached: list[str] = field(default_factory=list)  # steps answered from the cache
-    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> name -> path/value
+    error: str = ""  # the first failed step's name and error
     pipeline_run_id: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)  # the registered model's test metrics
     reports: dict[str, Path] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"pipeline {'succeeded' if self.succeeded else 'FAILED'} in "
-                 f"{self.seconds:.0f} s ({len(self.tasks)} tasks); outputs in {self.run_dir}"]
+                 f"{self.seconds:.0f} s ({len(self.steps)} steps, {len(self.cached)} cached); "
+                 f"outputs in {self.run_dir}"]
         if self.version:
             lines.append(f"registered {self.model_name} version {self.version}: "
                          f"{'promoted to @champion' if self.promoted else 'not promoted'}")
@@ -144,7 +158,7 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
         # The cluster's DAG with one local difference: no retries. kfp.local honours retry
         # policies with their backoff, and a local failure is a bug or bad input that retrying
         # minutes later will not fix; it would only delay the message.
-        from roadvision.pipelines.training import ClusterSettings
+        from roadvision.pipelines.cluster import ClusterSettings
 
         pipeline_file = compile_to(root / f"pipeline-{stamp}-{os.getpid()}.yaml",
                                    ClusterSettings(io_retries=0))
@@ -197,84 +211,71 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
         raise UserError(f"the local run left no output under {root}; see {log_path}")
     result = _collect(new_dirs[-1], log_path, seconds, params, root / "cache")
     result.pipeline_run_id = run_id
-    result.succeeded = succeeded and bool(result.tasks) and \
-        all(v in ("SUCCESS", "CACHED") for v in result.tasks.values())
+    result.succeeded = succeeded and result.succeeded
     return result
 
 
-def _parameters(task_dir: Path) -> dict[str, Any]:
-    path = task_dir / "executor_output.json"
-    if not path.is_file():
-        return {}
-    return dict(json.loads(path.read_text()).get("parameterValues") or {})
+def _results_in(run_dir: Path) -> Iterator[Path]:
+    """The result files of the steps that ran in ``run_dir`` (loop iterations and conditions
+    nest task folders one level deeper)."""
+    for path in sorted(run_dir.rglob(RESULT_OUTPUT)):
+        if path.is_file():
+            yield path
+
+
+def _cached_results(log_path: Path, cache_dir: Path) -> Iterator[Path]:
+    """The result files of the steps kfp.local answered from its cache in this run."""
+    text = _ANSI.sub("", log_path.read_text(errors="replace"))
+    for key in dict.fromkeys(m[2] for m in _CACHE_HIT.finditer(text)):
+        entry = next(iter(sorted(cache_dir.glob(f"{key}*.json"))), None)
+        if entry is None:
+            continue
+        output = json.loads(entry.read_text()).get(RESULT_OUTPUT)
+        if isinstance(output, dict) and output.get("uri"):
+            yield Path(output["uri"])
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and "task" in result else None
 
 
 def _collect(run_dir: Path, log_path: Path, seconds: float, params: RunParams,
              cache_dir: Path) -> LocalRunResult:
-    """Read the log, the run folder and the cache: task statuses, version, gate, reports.
-
-    A cached step left nothing in this run's folder: its outputs are where the cache entry
-    points (the folder of the run that computed them).
-    """
-    lines = _ANSI.sub("", log_path.read_text(errors="replace")).splitlines()
-    error = ""
-    for index, line in enumerate(lines):
-        if "Traceback (most recent call last)" in line:
-            # the exception line is the next one indented like "Traceback" itself
-            indent = len(line) - len(line.lstrip())
-            for follow in lines[index + 1:]:
-                if follow.strip() and len(follow) - len(follow.lstrip()) == indent:
-                    error = follow.strip()
-                    break
-    statuses: dict[str, str] = {}
-    outputs: dict[str, dict[str, Any]] = {}  # task -> {output name: path or value}
-
-    def add(name: str, status: str) -> str:
-        key, n = name, 1
-        while key in statuses:  # ParallelFor iterations share a task name
-            n += 1
-            key = f"{name}#{n}"
-        statuses[key] = status
-        return key
-
-    for line in lines:
-        done = re.search(r"Task '([^']+)' finished with status (\w+)", line)
-        if done:
-            key = add(done[1], done[2])
-            task_dir = run_dir / done[1]
-            if task_dir.is_dir():
-                outputs[key] = {**{p.name: p for p in task_dir.iterdir()},
-                                **_parameters(task_dir)}
-        hit = re.search(r"Task (\S+) cache hit \(key=(\w+)\)", line)
-        if hit:
-            key = add(hit[1].strip("'"), "CACHED")
-            entry = next(iter(sorted(cache_dir.glob(f"{hit[2]}*.json"))), None)
-            if entry is not None:
-                cached = json.loads(entry.read_text())
-                outputs[key] = {name: Path(v["uri"]) if isinstance(v, dict) and "uri" in v else v
-                                for name, v in cached.items()}
+    """Every step's result JSON (this run's and the cached ones), and what they say: the
+    registered version, the gate's decision and reason, the student's metrics, the reports."""
     result = LocalRunResult(run_dir=run_dir, log_path=log_path, seconds=seconds,
-                            succeeded=False, tasks=statuses, error=error,
-                            cached=[k for k, v in statuses.items() if v == "CACHED"],
-                            outputs=outputs,
-                            model_name=params.resolved_model_name())
-    result.version = outputs.get("register", {}).get("Output")
-    gate = outputs.get("gate", {})
-    if "Output" in gate:
-        result.promoted = bool(gate["Output"])
+                            succeeded=False, model_name=params.resolved_model_name())
+    for path, cached in [*((p, False) for p in _results_in(run_dir)),
+                         *((p, True) for p in _cached_results(log_path, cache_dir))]:
+        step = _read_result(path)
+        if step is None:
+            continue
+        result.steps[step["task"]] = step
+        if cached:
+            result.cached.append(step["task"])
+    failed = [s for s in result.steps.values() if s.get("status") != "succeeded"]
+    if failed:
+        result.error = f"{failed[0]['task']}: {failed[0].get('error', '')}"
+    steps = result.steps
+    result.version = steps.get("register", {}).get("version")
+    gate = steps.get("gate", {})
+    if "passed" in gate:
+        result.promoted = bool(gate["passed"]) and \
+            steps.get("promote", {}).get("status") == "succeeded"
+        result.gate_reason = gate.get("reason", "")
+    # Done = no step failed and the run got to its end: the gate decided, and a passed gate
+    # promoted (a step killed before it could write its result leaves the DAG short).
+    result.succeeded = not failed and result.promoted is not None and \
+        (result.promoted or not gate["passed"])
+    result.metrics = steps.get("evaluate-student", {}).get("metrics", {})
     for label, task, name in (("gate (markdown)", "gate", "report_md"),
                               ("gate (html)", "gate", "report_html"),
-                              ("error analysis", "error-analysis", "report")):
-        path = outputs.get(task, {}).get(name)
-        if isinstance(path, Path) and path.is_file():
-            result.reports[label] = path
-    if "gate (markdown)" in result.reports:
-        match = re.search(r"\*\*Reason:\*\* (.*)", result.reports["gate (markdown)"].read_text())
-        result.gate_reason = match[1] if match else ""
-    metrics = outputs.get("evaluate-2", {}).get("metrics")
-    if isinstance(metrics, Path) and metrics.is_file():
-        try:
-            result.metrics = json.loads(metrics.read_text())
-        except ValueError:
-            result.metrics = {}
+                              ("error analysis", "error_analysis", "report")):
+        uri = steps.get(task, {}).get("artifacts", {}).get(name)
+        if uri and Path(uri).is_file():
+            result.reports[label] = Path(uri)
     return result

@@ -11,8 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from roadvision.components.run_params import RunParams
 from roadvision.errors import UserError
-from roadvision.pipelines.params import RunParams
 
 __all__ = ["check_host", "submit"]
 

@@ -9,19 +9,18 @@ Error analysis looks at the student, the model that is registered and served (it
 are the ones users meet); the members' own evaluations stay in the loop.
 
 Cluster settings (image, GPU type/count, node selector, toleration, Secrets, retries) are not
-pipeline parameters: KFP fixes them at compile time. ``ClusterSettings`` carries them, from the
-environment or ``roadvision pipeline compile`` options, and ``build_pipeline(settings)`` returns
-the pipeline. ``training_pipeline`` is the one built from the environment's settings.
+pipeline parameters: KFP fixes them at compile time. ``ClusterSettings`` (``cluster.py``) carries
+them, from the environment or ``roadvision pipeline compile`` options, and
+``build_pipeline(settings)`` returns the pipeline. ``training_pipeline`` is the one built from
+the environment's settings.
 kfp.local ignores the Kubernetes settings (it warns), so the local run is this same DAG.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 
 from kfp import dsl, kubernetes
 
-from roadvision.components._base import TRAIN_IMAGE
 from roadvision.components.check_params import check_params
 from roadvision.components.distill import distill
 from roadvision.components.error_analysis import error_analysis
@@ -31,66 +30,17 @@ from roadvision.components.gps_weighting import gps_weighting
 from roadvision.components.ingest import ingest
 from roadvision.components.promote import promote
 from roadvision.components.register import register
+from roadvision.components.run_params import RunParams
 from roadvision.components.split import split
 from roadvision.components.train import train
 from roadvision.components.validate import validate
-from roadvision.pipelines.params import RunParams
+from roadvision.pipelines.cluster import ClusterSettings
 
-__all__ = ["PIPELINE_NAME", "ClusterSettings", "build_pipeline", "training_pipeline"]
+__all__ = ["PIPELINE_NAME", "build_pipeline", "training_pipeline"]
 
 PIPELINE_NAME = "roadvision-training"
 _DEFAULTS = RunParams()
 _PARAM_NAMES = frozenset(f.name for f in fields(RunParams))
-
-
-@dataclass
-class ClusterSettings:
-    """Compile-time Kubernetes settings of the pipeline's pods."""
-
-    image: str = TRAIN_IMAGE  # built from Dockerfile.train
-    accelerator_type: str = "nvidia.com/gpu"  # resource name the GPU nodes advertise
-    accelerator_limit: int = 1  # GPUs per training pod
-    gpu_node_selector: dict[str, str] = field(
-        default_factory=lambda: {"roadvision.io/node-pool": "gpu"})
-    gpu_toleration: dict[str, str] = field(
-        default_factory=lambda: {"key": "nvidia.com/gpu", "operator": "Exists",
-                                 "effect": "NoSchedule"})
-    gpu_memory_limit: str = "32G"
-    gpu_cpu_limit: str = "8"
-    s3_secret: str = "roadvision-s3"  # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
-    mlflow_secret: str = "roadvision-mlflow"  # keys: MLFLOW_TRACKING_USERNAME/_PASSWORD
-    io_retries: int = 3  # retries of I/O steps (object store, MLflow)
-    retry_backoff: str = "30s"  # first wait; doubles each retry
-    retry_backoff_max: str = "600s"
-
-    @classmethod
-    def from_env(cls) -> "ClusterSettings":
-        """Defaults, overridden by ``ROADVISION_*`` environment variables (compile time)."""
-        s = cls()
-        env = os.environ
-        s.image = env.get("ROADVISION_TRAIN_IMAGE", s.image)
-        s.accelerator_type = env.get("ROADVISION_GPU_TYPE", s.accelerator_type)
-        s.accelerator_limit = int(env.get("ROADVISION_GPU_COUNT", s.accelerator_limit))
-        if env.get("ROADVISION_GPU_NODE_SELECTOR"):
-            s.gpu_node_selector = _pairs(env["ROADVISION_GPU_NODE_SELECTOR"])
-        if env.get("ROADVISION_GPU_TOLERATION"):
-            s.gpu_toleration = _pairs(env["ROADVISION_GPU_TOLERATION"])
-        s.s3_secret = env.get("ROADVISION_S3_SECRET", s.s3_secret)
-        s.mlflow_secret = env.get("ROADVISION_MLFLOW_SECRET", s.mlflow_secret)
-        return s
-
-
-def _pairs(text: str) -> dict[str, str]:
-    """``"key=value,key2=value2"`` -> dict (node selector and toleration options)."""
-    from roadvision.errors import UserError
-
-    out = {}
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise UserError(f"{text!r}: expected key=value[,key=value...]")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def build_pipeline(settings: ClusterSettings | None = None):
@@ -138,7 +88,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         target_regions: str = _DEFAULTS.target_regions,
         holdout_cities: str = _DEFAULTS.holdout_cities,
         min_distance_m: float = _DEFAULTS.min_distance_m,
-        profile: str = _DEFAULTS.profile,
+        training_profile: str = _DEFAULTS.training_profile,
         model_preset: str = _DEFAULTS.model_preset,
         student_preset: str = _DEFAULTS.student_preset,
         epochs: int = _DEFAULTS.epochs,
@@ -160,7 +110,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         # closure's helpers, hence the filter)
         params = {k: v for k, v in locals().items() if k in _PARAM_NAMES}
         run = {"experiment": experiment, "mlflow_tracking_uri": mlflow_tracking_uri}
-        training = {"task": task, "profile": profile, "epochs": epochs,
+        training = {"task": task, "training_profile": training_profile, "epochs": epochs,
                     "batch_size": batch_size, "max_steps_per_epoch": max_steps_per_epoch,
                     "seed": seed}
 
@@ -176,7 +126,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
                                      target_regions=target_regions, **run), "gps weighting")
         data = weighted.outputs["weighted_dataset"]
 
-        with dsl.ParallelFor(items=plan.output, name="ensemble") as member:
+        with dsl.ParallelFor(items=plan.outputs["Output"], name="ensemble") as member:
             teacher = gpu(pod(train(data=data, member=member, model_preset=model_preset,
                                     **training, **run), "train member"))
             teacher_eval = pod(evaluate(model=teacher.outputs["model"], data=data,
@@ -197,13 +147,13 @@ def build_pipeline(settings: ClusterSettings | None = None):
                                   task=task, model_name=model_name, **run),
                          "register", io=True, cache=False)
         decision = pod(gate(metrics=student_eval.outputs["metrics"], data=data,
-                            version=registered.output, task=task, model_name=model_name,
+                            version=registered.outputs["Output"], task=task, model_name=model_name,
                             tta=tta, min_delta=min_delta, slice_tolerance=slice_tolerance,
                             absolute_floor=absolute_floor, min_slice_size=min_slice_size, **run),
                        "gate", io=True, cache=False)
         with dsl.If(decision.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
-            pod(promote(version=registered.output, task=task, model_name=model_name, **run),
-                "promote", io=True, cache=False)
+            pod(promote(version=registered.outputs["Output"], task=task, model_name=model_name,
+                        **run), "promote", io=True, cache=False)
 
     return training_pipeline
 

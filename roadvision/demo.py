@@ -1,7 +1,7 @@
 """``make demo`` / ``python -m roadvision.demo``: the product end to end on one machine.
 
 1. Runs the whole training pipeline locally (kfp.local, the same compiled DAG a cluster runs)
-   on the ``demo`` preset: a procedural roadwork data set, a 2-member ensemble, distillation,
+   on the ``demo`` run profile: a procedural roadwork data set, a 2-member ensemble, distillation,
    registration in a local MLflow store and the promotion gate.
 2. Prints the registered version, its test metrics and where the reports are.
 3. Starts the predictor on the ``@champion`` (with a Redis cache when ``redis-server`` is
@@ -10,7 +10,7 @@
 Everything lands in the roadvision home, ``~/.cache/roadvision`` (``$XDG_CACHE_HOME/roadvision``
 when that is set; ``ROADVISION_HOME`` moves it), so a second demo from any folder finds the same
 registry. Flags:
-``--task lanes``, ``--preset tiny`` (faster), ``--no-serve`` (stop after the pipeline).
+``--task lanes``, ``--run-profile tiny`` (faster), ``--no-serve`` (stop after the pipeline).
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def _demo_image(result) -> bytes:
     """One image of the pipeline's own test split (encoded as stored)."""
     from roadvision.data.contract import read_manifest
 
-    data = result.outputs.get("gps-weighting", {}).get("weighted_dataset")
-    if isinstance(data, Path) and (data / "manifest.parquet").is_file():
+    uri = result.steps.get("gps_weighting", {}).get("artifacts", {}).get("weighted_dataset")
+    data = Path(uri) if uri else None  # a kfp.local artifact URI is a local path
+    if data is not None and (data / "manifest.parquet").is_file():
         df = read_manifest(data)
         test = df[df["split"] == "test"] if "split" in df.columns else df
         row = (test if len(test) else df).iloc[0]
@@ -146,20 +147,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m roadvision.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="roadwork", choices=("roadwork", "lanes"))
-    parser.add_argument("--preset", default="demo", help="pipeline preset (tiny, demo, full)")
-    parser.add_argument("--data-uri", default=None, help="data set instead of the preset's")
+    parser.add_argument("--run-profile", default="demo",
+                        help="run profile: a whole run's parameters (tiny, demo, full)")
+    parser.add_argument("--data-uri", default=None,
+                        help="data set instead of the run profile's")
     parser.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         from roadvision.pipelines.local import run_local
-        from roadvision.pipelines.params import from_preset
+        from roadvision.pipelines.run_profiles import from_run_profile
         from roadvision.registry import get_version, roadvision_home, tracking_uri
 
         home = roadvision_home()
-        params = from_preset(args.preset, task=args.task, data_uri=args.data_uri)
-        print(f"== 1/3 training pipeline ({args.preset} preset, {params.data_uri}) on kfp.local")
+        params = from_run_profile(args.run_profile, task=args.task, data_uri=args.data_uri)
+        print(f"== 1/3 training pipeline (run profile {args.run_profile}, {params.data_uri}) "
+              "on kfp.local")
         result = run_local(params)
         print(result.summary())
         if not result.succeeded:

@@ -3,7 +3,9 @@
 ``roadvision.registry.register_bundle`` logs this file as the ``python_model``; MLflow copies it
 into the logged model and runs it when the model is loaded with ``mlflow.pyfunc.load_model``.
 It only wraps the bundle: the weights load through ``roadvision.models.bundle`` (safetensors +
-JSON, no unpickling) and the inputs go through the same decode/prepare path as serving.
+JSON, no unpickling) and the inputs go through the same decode/prepare path as serving, then
+through the one inference path (``roadvision.runtime.inference``, the device's precision
+policy included) that serving and evaluation use.
 
 Input: a DataFrame with an encoded ``image`` column (bytes or base64 text) and optional
 ``lat``/``lon``/``weather``/``daytime``/``scene``/``text``. Output: roadwork ``probability`` +
@@ -19,7 +21,6 @@ import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import set_model
 
-BUNDLE_ARTIFACT = "bundle"
 METADATA_FIELDS = ("lat", "lon", "weather", "daytime", "scene", "text")
 MAX_PIXELS = 64_000_000
 
@@ -28,7 +29,7 @@ class RoadvisionBundleModel(mlflow.pyfunc.PythonModel):
     """Loads the bundle with ``roadvision.models.bundle`` and predicts on encoded images."""
 
     def load_context(self, context):
-        from roadvision.models.bundle import load_bundle
+        from roadvision.models.bundle import BUNDLE_ARTIFACT, load_bundle
 
         self.model = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
 
@@ -36,8 +37,8 @@ class RoadvisionBundleModel(mlflow.pyfunc.PythonModel):
     # it cannot turn into a schema switches its own type-hint validation off, warning-free).
     def predict(self, context, model_input: pd.DataFrame, params=None):
         from roadvision.data.images import decode_image, encode_png
-        from roadvision.models.inference import predict
         from roadvision.models.preprocess import prepare_sample
+        from roadvision.runtime.inference import predict
 
         rows = model_input.to_dict("records") if hasattr(model_input, "to_dict") \
             else list(model_input)

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(counted), closed = 503")
     parser.add_argument("--redis_pool_size", type=int, default=None,
                         help="Redis connections, opened at start")
+    parser.add_argument("--forward_workers", type=int, default=None,
+                        help="forward processes per model (default 1; each gets cores/N torch "
+                             "threads); 0 = the forward in a thread of this process")
     # gRPC is off unless asked for: we serve REST, and a second port only gets in the way.
     parser.set_defaults(enable_grpc=False, model_name=None)
     return parser
@@ -105,19 +108,11 @@ def model_specs(args: argparse.Namespace, env=os.environ) -> list[tuple[str | No
     return specs
 
 
-def bundle_task(uri: str) -> str:
-    """The task named in a bundle's config.json (the default model name)."""
-    import json
+def name_from_bundle(uri: str) -> str:
+    """The name an unnamed model is served under: its bundle's task (``roadwork``/``lanes``)."""
+    from roadvision.models.bundle import bundle_task
 
-    found = json.loads((resolve_bundle(uri) / "config.json").read_text())
-    stack = [found]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get("task") in ("roadwork", "lanes"):
-                return node["task"]
-            stack.extend(node.values())
-    raise UserError(f"model URI {uri!r}: config.json names no task; pass NAME=URI")
+    return bundle_task(resolve_bundle(uri))
 
 
 def check_registry(specs: list[tuple[str | None, str]]) -> str | None:
@@ -142,7 +137,7 @@ def check_registry(specs: list[tuple[str | None, str]]) -> str | None:
 def build_models(args: argparse.Namespace, config: ServingConfig,
                  redis: ResilientRedis | None, model_cls=RoadvisionModel) -> list:
     """Construct and load every model (an unnamed one is served under its task's name)."""
-    specs = [(name or bundle_task(uri), uri) for name, uri in model_specs(args)]
+    specs = [(name or name_from_bundle(uri), uri) for name, uri in model_specs(args)]
     names = [name for name, _ in specs]
     if len(names) != len(set(names)):
         raise UserError(f"two models would be served as {names}; name them with NAME=URI")
@@ -176,6 +171,7 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
             host=args.host, allow_model_control=args.allow_model_control,
             max_windows=args.max_windows, request_timeout_s=args.request_timeout_s,
             ratelimit_on_outage=args.ratelimit_on_outage, redis_pool_size=args.redis_pool_size,
+            forward_workers=args.forward_workers,
         )
         if not 1 <= args.http_port <= 65535:
             raise UserError(f"HTTP port {args.http_port} is not between 1 and 65535")

@@ -18,7 +18,7 @@ from roadvision.models.tta import sliding_window_starts, tta_copies
 
 def lanes_windows(width: int, height: int, input_size: int, tta: str) -> int:
     """Windows one lanes tile costs with ``tta`` (as ``models.tta`` cuts them, after the tile
-    is padded up to the window as ``models.inference`` does for small tiles)."""
+    is padded up to the window as ``runtime.inference`` does for small tiles)."""
     height, width = max(height, input_size), max(width, input_size)
     total = 0
     for scale, _flip in tta_copies(tta):

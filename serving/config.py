@@ -43,6 +43,8 @@ class ServingConfig:
     # load/unload routes (a key is needed too when auth is on)
     host: str = "127.0.0.1"  # ROADVISION_HOST; the address to bind (0.0.0.0 in containers)
     device: str = ""  # ROADVISION_DEVICE; "" = cuda when available, else cpu
+    forward_workers: int = 1  # ROADVISION_FORWARD_WORKERS; forward processes per model, each
+    # with cores/N torch threads; 0 = the forward in a thread of the server process
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and self.redis_url.strip().lower() in NO_REDIS:
@@ -59,7 +61,8 @@ class ServingConfig:
                      "redis_pool_size", "max_windows"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_batch_wait_ms", "cache_ttl_s", "rate_limit_per_min"):
+        for name in ("max_batch_wait_ms", "cache_ttl_s", "rate_limit_per_min",
+                     "forward_workers"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("redis_timeout_s", "ratelimit_timeout_s", "request_timeout_s"):
@@ -100,6 +103,7 @@ ENV_VARS = {
     "allow_model_control": "ROADVISION_ALLOW_MODEL_CONTROL",
     "host": "ROADVISION_HOST",
     "device": "ROADVISION_DEVICE",
+    "forward_workers": "ROADVISION_FORWARD_WORKERS",
 }
 
 _FLOATS = {"max_batch_wait_ms", "redis_timeout_s", "ratelimit_timeout_s", "request_timeout_s"}

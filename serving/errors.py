@@ -128,6 +128,16 @@ class RateLimiterUnavailable(ServingError):
                          headers={"Retry-After": "1"})
 
 
+class ForwardWorkerCrashed(ServingError):
+    """503: the process computing this request's forward died; it is being restarted."""
+
+    status = 503
+    code = "forward_worker_crashed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
 class DeadlineExceeded(ServingError):
     """504: the request ran past the server's per-request deadline; its work was dropped."""
 

@@ -7,8 +7,9 @@
   version that keyed them, so a cache entry is never written under the wrong version.
 * ``preprocess`` validates the request (v1 dict or v2 ``InferRequest``) without decoding pixels,
   keys every instance, looks the keys up in Redis, and decodes only the misses (in a thread).
-* ``predict`` sends the misses through the micro-batcher (TTA merged into the same forward) and
-  stores their results in the cache.
+* ``predict`` sends the misses through the micro-batcher (TTA merged into the same forward) to
+  the version's forward worker processes (``forward_workers``; ``--forward_workers 0``: a
+  thread here) and stores their results in the cache.
 * ``postprocess`` shapes the v1 JSON or the v2 ``InferResponse``; cached and fresh results are
   rendered by the same code, so a hit's body equals the miss's except ``cached``. Both carry the
   model's identity (``ModelIdentity``: bundle hash, registry name, version and alias, source).
@@ -17,7 +18,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import logging
 import os
@@ -31,11 +31,11 @@ import numpy as np
 from kserve import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from roadvision.data.images import ImageError, decode_image, encode_png, probe_image
+from roadvision.data.images import ImageError, decode_image, probe_image
 from roadvision.errors import UserError
 
 from . import metrics
-from .batching import MicroBatcher
+from .batching import MicroBatcher, ThreadRunner
 from .cache import PredictionCache, cache_key
 from .config import ServingConfig
 from .errors import (
@@ -45,6 +45,7 @@ from .errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from .forward_workers import ForwardPool
 from .redis_client import ResilientRedis
 from .validation import Instance, parse_v1, parse_v2
 
@@ -58,23 +59,20 @@ CACHE_HEADER = "x-roadvision-cache"
 def resolve_bundle(uri: str) -> Path:
     """A local bundle directory for ``uri`` (directory, ``file://`` or ``models:/`` URI).
 
-    Directories are searched for ``config.json`` at the top, in ``bundle/`` and in
-    ``artifacts/bundle/`` (the layout of an MLflow model as KServe's storage initializer
-    downloads it into ``/mnt/models``).
+    A directory is a bundle or an MLflow model holding one (``artifacts/bundle/``, as KServe's
+    storage initializer downloads it into ``/mnt/models``): ``models.bundle.locate_bundle``.
     """
     if uri.startswith("models:/"):
         from roadvision.registry import download_bundle
 
         return Path(download_bundle(uri))
+    from roadvision.models.bundle import locate_bundle
+
     path = Path(uri.removeprefix("file://"))
     if not path.is_dir():
         raise UserError(f"model URI {uri!r}: no such directory (expected a model bundle "
                         "directory or models:/NAME@ALIAS)")
-    for candidate in (path, path / "bundle", path / "artifacts" / "bundle"):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise UserError(f"model URI {uri!r}: no config.json in it (nor in bundle/ or "
-                    "artifacts/bundle/); is this a model bundle?")
+    return locate_bundle(path)
 
 
 #: Requests whose images total at most this many pixels (read from the headers) are decoded on
@@ -126,9 +124,10 @@ def _image_error(exc: ImageError, where: str) -> ServingError:
 
 @dataclass
 class LoadedModel:
-    """One loaded version: network, identity and its own batcher (swapped as a unit)."""
+    """One loaded version: config, identity and its own batcher and forward workers (swapped
+    as a unit)."""
 
-    net: Any
+    cfg: Any  # the bundle's ModelConfig
     version: str
     task: str
     classes: list[str]
@@ -241,22 +240,27 @@ class RoadvisionModel(Model):
 
     def load(self) -> bool:
         """Load (or reload) the bundle, warm it up, then swap it in and set ``ready``."""
-        from roadvision.models.bundle import bundle_version, load_bundle
+        from roadvision.models.bundle import bundle_version, read_bundle_config
+        from roadvision.models.config import ModelConfig
 
         path, identity = resolve_identity(self.model_uri)
-        net = load_bundle(path, device=self._device())
-        cfg = net.cfg
-        forward = _Forward(net, self.name)
-        batcher = MicroBatcher(
-            forward, max_batch_size=self.config.max_batch_size,
-            max_wait_ms=self.config.max_batch_wait_ms, group_key=lambda item: item[1],
-            model=self.name,
-        )
+        cfg = ModelConfig.from_dict(read_bundle_config(path)["model_config"])
         version = bundle_version(path)
-        loaded = LoadedModel(net=net, version=version, task=cfg.task,
+        runner = self._runner(path)
+        batcher = MicroBatcher(
+            runner, max_batch_size=self.config.max_batch_size,
+            max_wait_ms=self.config.max_batch_wait_ms, group_key=lambda item: item[1],
+            model=self.name, on_batch=self._count_passes,
+            linger_s=self.config.request_timeout_s,
+        )
+        loaded = LoadedModel(cfg=cfg, version=version, task=cfg.task,
                              classes=list(cfg.classes), source=str(path), batcher=batcher,
                              identity=dataclasses.replace(identity, bundle_version=version))
-        self._warm_up(loaded, forward)
+        try:
+            self._warm_up(loaded, runner)
+        except BaseException:
+            runner.close()
+            raise
         previous, self.loaded = self.loaded, loaded
         if previous is not None:
             previous.batcher.close(graceful=True)
@@ -265,20 +269,38 @@ class RoadvisionModel(Model):
                                registry_version=identity.registry_version or "",
                                alias=identity.registry_alias or "")
         metrics.MODEL_READY.labels(self.name).set(1)
-        log.info("model %s: loaded %s bundle %s (registry: %s) from %s", self.name, loaded.task,
-                 loaded.version, _registry_label(loaded.identity), path)
+        log.info("model %s: loaded %s bundle %s (registry: %s) from %s; forward: %r", self.name,
+                 loaded.task, loaded.version, _registry_label(loaded.identity), path, runner)
         self.ready = True
         return self.ready
 
-    def _warm_up(self, loaded: LoadedModel, forward: _Forward) -> None:
-        """One real forward on a synthetic input; raises if the answer is malformed."""
-        cfg = loaded.net.cfg
+    def _runner(self, path: Path) -> ForwardPool | ThreadRunner:
+        """What computes this version's forwards: ``forward_workers`` processes that load the
+        bundle themselves, or (0) the bundle loaded here and run in the batcher's thread."""
+        workers = self.config.forward_workers
+        if workers == 0:
+            from roadvision.models.bundle import load_bundle
+
+            from .forward import Forward
+
+            return ThreadRunner(Forward(load_bundle(path, device=self._device())), self.name)
+        pool = ForwardPool(path, workers=workers, device=self._device(), name=self.name)
+        pool.start()
+        return pool
+
+    def _count_passes(self, items: list[tuple[dict, str]]) -> None:
+        metrics.TTA_PASSES.labels(self.name, items[0][1]).inc(len(items))
+
+    def _warm_up(self, loaded: LoadedModel, runner: ForwardPool | ThreadRunner) -> None:
+        """One real forward per worker on a synthetic input; raises if an answer is
+        malformed."""
+        cfg = loaded.cfg
         side = int(cfg.input_size if loaded.task == "lanes" else cfg.view_size)
         image = np.full((side, side, 3), 127, dtype=np.uint8)
-        (result,) = forward([(self._sample(loaded, image, {}), "none")], count=False)
         expected = {"probability", "label"} if loaded.task == "roadwork" else {"mask_png_b64"}
-        if not expected <= set(result):
-            raise RuntimeError(f"warm-up answer lacks {sorted(expected - set(result))}")
+        for (result,) in runner.call_each([(self._sample(loaded, image, {}), "none")]):
+            if not expected <= set(result):
+                raise RuntimeError(f"warm-up answer lacks {sorted(expected - set(result))}")
 
     def start(self) -> None:
         """KServe calls this at server start and would set ``ready``; only ``load`` may."""
@@ -299,7 +321,7 @@ class RoadvisionModel(Model):
     def _sample(loaded: LoadedModel, image: np.ndarray, metadata: dict) -> dict:
         from roadvision.models.preprocess import prepare_sample
 
-        return prepare_sample(loaded.net.cfg, image, metadata)
+        return prepare_sample(loaded.cfg, image, metadata)
 
     def _decode(self, loaded: LoadedModel, items: list[Item]) -> None:
         """Decode and prepare the cache misses (runs in a worker thread)."""
@@ -346,7 +368,7 @@ class RoadvisionModel(Model):
         misses = [it for it in items if not it.cached]
         if misses:
             sizes = _sizes(misses, cfg.max_pixels)
-            _check_budget(loaded.net.cfg, misses, sizes, cfg.max_windows)
+            _check_budget(loaded.cfg, misses, sizes, cfg.max_windows)
             # An unreadable header goes to the thread path, whose decode reports the error.
             pixels = (1 << 62 if None in sizes
                       else sum(width * height for width, height in sizes))
@@ -465,34 +487,3 @@ def _registry_label(identity: ModelIdentity | None) -> str:
     alias = f"@{identity.registry_alias}" if identity.registry_alias else ""
     return f"{identity.registry_name} v{identity.registry_version}{alias}"
 
-
-class _Forward:
-    """The batcher's forward: ``[(sample, tta)] -> [JSON-ready result]`` (one TTA per call).
-
-    Runs in the batcher's worker thread, so the mask PNG encoding stays off the event loop too.
-    """
-
-    def __init__(self, net: Any, model_name: str) -> None:
-        self.net = net
-        self.model_name = model_name
-
-    def __call__(self, items: list[tuple[dict, str]], count: bool = True) -> list[dict]:
-        from roadvision.models.inference import predict
-
-        tta = items[0][1]
-        outputs = predict(self.net, [sample for sample, _ in items], tta=tta)
-        if count:
-            metrics.TTA_PASSES.labels(self.model_name, tta).inc(len(items))
-        return [self._render(out) for out in outputs]
-
-    def _render(self, out: dict) -> dict:
-        if self.net.cfg.task == "roadwork":
-            return {"probability": round(float(out["probability"]), 6),
-                    "label": int(out["label"])}
-        mask = np.asarray(out["mask"], dtype=np.uint8)
-        return {
-            "mask_png_b64": base64.b64encode(encode_png(mask)).decode("ascii"),
-            "class_shares": {str(k): round(float(v), 6) for k, v in out["class_shares"].items()},
-            "height": int(mask.shape[0]),
-            "width": int(mask.shape[1]),
-        }

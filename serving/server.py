@@ -1,13 +1,14 @@
 """KServe's ModelServer with our inference routes, limits, errors and reloads.
 
-Where we plug into KServe 0.21 (all by subclassing, nothing patched):
+Where we plug into KServe 0.21 (KServe's internals are touched only in ``kserve_seam``):
 
-* ``RoadvisionRESTServer(RESTServer)`` registers our ``/v1/models/{name}:predict`` and
-  ``/v2/models/{name}/infer`` routes and then KServe's, dropping KServe's two routes of the same
-  path, adds a guard middleware and replaces the exception handlers so that every error is
+* ``ServerHooks`` registers our ``/v1/models/{name}:predict``, ``/v2/models/{name}/infer`` and
+  ``/v2/models/{name}`` routes ahead of KServe's (the seam drops KServe's routes of the same
+  path), adds a guard middleware and replaces the exception handlers so that every error is
   ``{"error", "code"}`` JSON without type names or stack traces.
-* ``RoadvisionModelServer(ModelServer)`` builds that REST server in ``start()`` (single
-  process: the micro-batcher, the caches and CUDA all want one process per replica).
+* ``RoadvisionModelServer`` is the seam's single-process ModelServer with those hooks (one
+  front process per replica: the micro-batcher, the caches and the event loop live there; the
+  forward runs in its worker processes, see ``forward_workers``).
 * ``RoadvisionRepository(ModelRepository)`` implements ``load(name)`` so that
   ``POST /v2/repository/models/{name}/load`` reloads a model from its URI (a promoted MLflow
   alias, or a new bundle in its directory) without a restart.
@@ -36,10 +37,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import ORJSONResponse, Response
-from kserve import ModelServer
 from kserve import errors as kerrors
 from kserve.model_repository import ModelRepository
-from kserve.protocol.rest.server import RESTServer
 
 from . import audit, metrics
 from .auth import Authenticator, RateLimiter
@@ -54,6 +53,7 @@ from .errors import (
     PayloadTooLarge,
     ServingError,
 )
+from .kserve_seam import SingleProcessModelServer
 from .openapi import DESCRIPTION, V1_OPENAPI, V2_OPENAPI
 from .predictor import CACHE_HEADER, VERSION_HEADER
 from .v2codec import decode_request
@@ -313,39 +313,20 @@ async def _internal_handler(_, exc):
     return _json_error(500, "internal error; the server log has the details", "internal_error")
 
 
-def _drop_routes(router, paths: set[str], keep: list, method: str = "POST") -> None:
-    """Remove ``method`` routes on ``paths`` except ``keep``, also inside included routers
-    (FastAPI >= 0.16x keeps ``include_router`` children in their own router)."""
-    kept = []
-    for route in router.routes:
-        child = getattr(route, "original_router", None)
-        if child is not None:
-            _drop_routes(child, paths, keep, method)
-        if (route in keep or getattr(route, "path", None) not in paths
-                or method not in (getattr(route, "methods", None) or set())):
-            kept.append(route)
-    if len(kept) != len(router.routes):
-        router.routes[:] = kept
-        mark_changed = getattr(router, "_mark_routes_changed", None)
-        if mark_changed is not None:
-            mark_changed()
+class ServerHooks:
+    """What roadvision adds to KServe's app (``kserve_seam.AppHooks``): the inference and
+    metadata routes, the guard middleware, error rendering, and warming the Redis pool."""
 
-
-class RoadvisionRESTServer(RESTServer):
-    """KServe's REST server plus our routes, middleware and error rendering."""
-
-    def __init__(self, *args, guard: Guard, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, guard: Guard) -> None:
         self.guard = guard
         # KServe binds 0.0.0.0; we bind what the operator chose (127.0.0.1 by default, the
         # images and the chart set 0.0.0.0).
-        self.config.host = guard.config.host
+        self.host = guard.config.host
 
-    def _register_endpoints(self, app: FastAPI) -> None:
+    def add_routes(self, app: FastAPI, dataplane) -> list:
         app.title = "roadvision serving"
         app.description = DESCRIPTION
-        routes = InferenceRoutes(self.dataplane, self.guard)
-        ours = []
+        routes = InferenceRoutes(dataplane, self.guard)
         for path, endpoint, extra, summary in (
             (V1_PATH, routes.v1_predict, V1_OPENAPI, "Predict (KServe v1, JSON)"),
             (V2_PATH, routes.v2_infer, V2_OPENAPI,
@@ -353,24 +334,17 @@ class RoadvisionRESTServer(RESTServer):
         ):
             app.add_api_route(path, endpoint, methods=["POST"], response_model=None,
                               summary=summary, openapi_extra=extra, tags=["roadvision"])
-            ours.append(app.router.routes[-1])
         app.add_api_route(V2_METADATA_PATH, routes.v2_metadata, methods=["GET"],
                           response_model=None, tags=["roadvision"],
                           summary="Model metadata (v2), with the model's registry identity")
-        metadata_route = app.router.routes[-1]
-        super()._register_endpoints(app)
-        # Ours come first, so they win; drop KServe's routes of the same path and method so
-        # that the OpenAPI document describes one operation per path.
-        _drop_routes(app.router, {V1_PATH, V2_PATH}, keep=ours)
-        _drop_routes(app.router, {V2_METADATA_PATH}, keep=[metadata_route], method="GET")
-        app.openapi_schema = None
+        # Ours come first, so they win; the seam drops KServe's routes of the same path and
+        # method so that the OpenAPI document describes one operation per path.
+        return app.router.routes[-3:]
 
-    def _add_middlewares(self, app: FastAPI) -> None:
-        super()._add_middlewares(app)
+    def add_middlewares(self, app: FastAPI) -> None:
         app.add_middleware(GuardMiddleware, guard=self.guard)
 
-    def _add_exception_handlers(self, app: FastAPI) -> None:
-        super()._add_exception_handlers(app)
+    def add_exception_handlers(self, app: FastAPI) -> None:
         app.add_exception_handler(ServingError, _serving_error_handler)
         app.add_exception_handler(kerrors.InvalidInput, _invalid_input_handler)
         app.add_exception_handler(kerrors.ModelNotFound, _not_found_handler)
@@ -380,6 +354,12 @@ class RoadvisionRESTServer(RESTServer):
         app.add_exception_handler(kerrors.InferenceError, _internal_handler)
         app.add_exception_handler(NotImplementedError, _not_implemented_handler)
         app.add_exception_handler(Exception, _internal_handler)
+
+    async def before_serving(self) -> None:
+        redis = self.guard.limiter.redis or self.guard.redis
+        if redis is not None:  # connect the pool before traffic: a burst must not pay for it
+            opened = await redis.warm()
+            log.info("redis: %d of %d pooled connections open", opened, redis.pool_size)
 
 
 class RoadvisionRepository(ModelRepository):
@@ -395,54 +375,18 @@ class RoadvisionRepository(ModelRepository):
         return model.ready
 
 
-class RoadvisionModelServer(ModelServer):
-    """A single-process KServe ModelServer with roadvision's REST server."""
+class RoadvisionModelServer(SingleProcessModelServer):
+    """KServe's ModelServer in one process, with roadvision's routes, limits and reloads."""
 
     def __init__(self, *, guard: Guard, **kwargs) -> None:
         kwargs.setdefault("registered_models", RoadvisionRepository())
-        if kwargs.get("workers", 1) != 1:
-            raise ValueError("roadvision serves from one process per replica (workers=1); "
-                             "scale with replicas")
-        super().__init__(**kwargs)
+        super().__init__(hooks=ServerHooks(guard), **kwargs)
         self.guard = guard
 
     def start(self, models: list) -> None:
-        """``ModelServer.start`` for one process, with our REST server."""
-        from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
-        from kserve.model_server import args as kserve_args
-
-        self._register_and_check_atleast_one_model_is_ready(models)
-        for model in models:  # KServe registers ready models only; ours answer 503 until loaded
-            if not model.ready:
-                self.register_model(model)
-        self._rest_server = RoadvisionRESTServer(
-            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
-            self.http_port, access_log_format=self.access_log_format, workers=1,
-            grace_period=self.grace_period, event_loop=self.event_loop,
-            timeout_keep_alive=self.timeout_keep_alive, ssl_certfile=self.ssl_certfile,
-            ssl_keyfile=self.ssl_keyfile, guard=self.guard,
-        )
-        self.servers.append(self._rest_server.start())
-        if self.enable_grpc:
-            from kserve.protocol.grpc.server import GRPCServer
-
-            self._grpc_server = GRPCServer(
-                self.grpc_port, self.dataplane, self.model_repository_extension,
-                kwargs=vars(kserve_args), grace_period=self.grace_period,
-            )
-            self.servers.append(self._grpc_server.start(self.max_threads))
-        self.setup_event_loop()
-        self.register_signal_handler()
-        # The forward, decoding and large-JSON parsing run in threads; the event loop thread
-        # (health, /metrics, every request's I/O) waits up to one switch interval for the GIL
-        # at each hand-off. 1 ms instead of Python's 5 ms keeps health answering fast while a
-        # costly request computes.
+        # Decoding and large-JSON parsing run in threads (and, with --forward_workers 0, the
+        # forward); the event loop thread (health, /metrics, every request's I/O) waits up to
+        # one switch interval for the GIL at each hand-off. 1 ms instead of Python's 5 ms
+        # keeps health answering fast while a costly request computes.
         sys.setswitchinterval(0.001)
-        asyncio.run(self._serve())
-
-    async def _serve(self) -> None:
-        redis = self.guard.limiter.redis or self.guard.redis
-        if redis is not None:  # connect the pool before traffic: a burst must not pay for it
-            opened = await redis.warm()
-            log.info("redis: %d of %d pooled connections open", opened, redis.pool_size)
-        await super()._serve()
+        super().start(models)

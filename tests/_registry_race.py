@@ -41,13 +41,12 @@ def check(model: str, reasons: list[str], ok: int, calls: int,
     log = registry.audit_log(model)
     champion_entries = [e for e in log if e.get("alias") == registry.CHAMPION]
     recorded = {e.get("reason") for e in champion_entries}
-    history = registry._registered_tags(registry._client(), model).get(
-        registry.CHAMPION_HISTORY_TAG, "").split(",")
+    history = registry.champion_history(model)
     current = registry.champion(model)
     return RaceResult(calls=calls, ok=ok, errors=errors,
                       champion=current.version if current else None,
                       last_audit=champion_entries[-1]["version"] if champion_entries else None,
-                      history_last=history[-1] if history and history[-1] else None,
+                      history_last=history[-1] if history else None,
                       lost=sum(1 for r in reasons if r not in recorded))
 
 
@@ -94,11 +93,10 @@ def race(tracking_uri: str, model: str, versions: list[str], *, workers: int = 3
 
 
 def _worker(tracking_uri: str, model: str, go: str, name: str, plan: str) -> None:
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the store the registry functions use
     from roadvision import registry
     from roadvision.errors import UserError
 
-    registry.configure(tracking_uri)
     registry.champion(model)  # warm: first-call costs are not part of the race
     print("ready", flush=True)
     while not Path(go).exists():

@@ -2,13 +2,14 @@
 
 Run as a script, this file is the server itself (``python tests/_serving.py ARGS``): the real
 ``roadvision.serving`` entry point, with one test-only addition - ``--hold_file PATH`` makes the
-model forward wait while that file exists (``PATH.held`` exists while one waits), so a test
-can keep requests in flight for as long as it needs (to check that health answers meanwhile)
-without relying on timing.
+model forward (its runner, in the server process) wait while that file exists (``PATH.held``
+exists while one waits), so a test can keep requests in flight for as long as it needs (to
+check that health answers meanwhile) without relying on timing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -176,21 +177,23 @@ def _gated_main(argv: list[str]) -> None:
         del argv[index:index + 2]
 
     class GatedModel(RoadvisionModel):
-        """The real predictor; its forward waits while ``hold_file`` exists."""
+        """The real predictor; its forward waits while ``hold_file`` exists (the wait holds
+        the forward's slot, as a long forward would, without blocking the event loop)."""
 
         def load(self) -> bool:
             ready = super().load()
-            forward = self.loaded.batcher.forward
+            runner = self.loaded.batcher.runner
+            run = runner.run
 
-            def gated(items):
+            async def gated(items):
                 if hold_file is not None and hold_file.exists():
                     held_file(hold_file).touch()  # tells the test a forward is being held
                     while hold_file.exists():
-                        time.sleep(0.01)
+                        await asyncio.sleep(0.01)
                     held_file(hold_file).unlink(missing_ok=True)
-                return forward(items)
+                return await run(items)
 
-            self.loaded.batcher.forward = gated
+            runner.run = gated
             return ready
 
     main(argv, model_cls=GatedModel)

@@ -18,7 +18,7 @@ from roadvision.models import (
     save_bundle,
     update_bundle_config,
 )
-from roadvision.models.bundle import CONFIG_FILE, WEIGHTS_FILE
+from roadvision.models.bundle import CONFIG_FILE, WEIGHTS_FILE, bundle_task, locate_bundle
 
 
 def _perturb(model):
@@ -106,3 +106,33 @@ def test_bad_bundles_are_clear_errors(tmp_path):
     (path / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())
     with pytest.raises(UserError, match="do not fit"):
         load_bundle(path)
+
+
+@pytest.mark.parametrize("layout", ["", "bundle", "artifacts/bundle"])
+@pytest.mark.parametrize("name", ["roadwork_tiny", "lanes_tiny"])
+def test_locate_bundle_in_a_bundle_or_an_mlflow_model_folder(tmp_path, layout, name):
+    # "artifacts/bundle" is an MLflow model as the registry logs it and KServe downloads it
+    root = tmp_path / "model"
+    bundle = save_bundle(create_model(name), root / layout if layout else root)
+    if layout:
+        (root / "MLmodel").write_text("artifact_path: model\n")
+    assert locate_bundle(root) == bundle
+    assert bundle_task(root) == bundle_task(bundle) == name.split("_")[0]
+
+
+def test_locate_bundle_and_bundle_task_refuse_what_is_no_bundle(tmp_path):
+    with pytest.raises(UserError, match="no such directory"):
+        locate_bundle(tmp_path / "missing")
+    (tmp_path / "artifacts" / "other").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"no config.json in it \(nor in bundle/ or "
+                                        r"artifacts/bundle/\)"):
+        locate_bundle(tmp_path)
+    path = save_bundle(create_model("lanes_tiny"), tmp_path / "b")
+    config = json.loads((path / CONFIG_FILE).read_text())
+    del config["task"]  # bundles written before the top-level key: read from model_config
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    assert bundle_task(path) == "lanes"
+    config["model_config"]["task"] = "satellites"
+    (path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(UserError, match="task 'satellites' is not one of"):
+        bundle_task(path)

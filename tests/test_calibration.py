@@ -15,7 +15,7 @@ from roadvision.evaluation.calibration import (
     fit_temperature,
     fit_threshold,
 )
-from roadvision.evaluation.metrics import ece, mcc
+from roadvision.metrics import ece, mcc
 
 
 def _sigmoid(z):

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from roadvision.components.check_params import on_cluster, run_check_params
+from roadvision.components.run_params import RunParams
 from roadvision.errors import UserError
-from roadvision.pipelines.params import RunParams
 
 
 @pytest.fixture()

@@ -144,13 +144,13 @@ def test_synth_over_an_existing_data_set_refuses_and_keeps_it(tmp_path, capsys):
     make_dataset(tmp_path / "ds", n=5)
     before = _snapshot(tmp_path / "ds")
     code, _, err = run_main(capsys, "data", "synth", "--task", "roadwork", "--n", "2",
-                            "--preset", "tiny", "--out", tmp_path / "ds")
+                            "--size", "tiny", "--out", tmp_path / "ds")
     line = one_line_error(code, err)
     assert code == 2 and "--overwrite" in line and "not empty" in line
     assert _snapshot(tmp_path / "ds") == before  # not one byte changed
 
     # an earlier synth with other options is not "its own output" either
-    args = ("data", "synth", "--task", "roadwork", "--preset", "tiny", "--out", tmp_path / "s")
+    args = ("data", "synth", "--task", "roadwork", "--size", "tiny", "--out", tmp_path / "s")
     assert run_main(capsys, *args, "--n", "4")[0] == 0
     synth_before = _snapshot(tmp_path / "s")
     code, _, err = run_main(capsys, *args, "--n", "2", "--seed", "3")
@@ -163,7 +163,7 @@ def test_synth_over_an_existing_data_set_refuses_and_keeps_it(tmp_path, capsys):
 def test_synth_overwrite_replaces_the_data_set_wholly(tmp_path, capsys):
     make_dataset(tmp_path / "ds", n=5)
     code, _, err = run_main(capsys, "data", "synth", "--task", "roadwork", "--n", "2",
-                            "--preset", "tiny", "--out", tmp_path / "ds", "--overwrite")
+                            "--size", "tiny", "--out", tmp_path / "ds", "--overwrite")
     assert code == 0, err
     images = sorted(p.name for p in (tmp_path / "ds" / "images").iterdir())
     assert images == sorted(Path(p).name for p in read_manifest(tmp_path / "ds")["image"])
@@ -176,7 +176,7 @@ def test_synth_overwrite_replaces_the_data_set_wholly(tmp_path, capsys):
 def test_a_write_that_fails_midway_leaves_the_old_data_whole(tmp_path, monkeypatch):
     import roadvision.data.synth as synth
 
-    synth.generate("roadwork", 3, 0, tmp_path / "ds", preset="tiny")
+    synth.generate("roadwork", 3, 0, tmp_path / "ds", size="tiny")
     before = _snapshot(tmp_path / "ds")
     real = synth.write_dataset
 
@@ -186,7 +186,7 @@ def test_a_write_that_fails_midway_leaves_the_old_data_whole(tmp_path, monkeypat
 
     monkeypatch.setattr(synth, "write_dataset", crash)
     with pytest.raises(OSError, match="disk full"):
-        synth.generate("roadwork", 6, 1, tmp_path / "ds", preset="tiny", overwrite=True)
+        synth.generate("roadwork", 6, 1, tmp_path / "ds", size="tiny", overwrite=True)
     assert _snapshot(tmp_path / "ds") == before
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # the temporary folder is gone
 
@@ -199,7 +199,7 @@ def test_a_killed_synth_leaves_the_old_data_whole(tmp_path):
     before = _snapshot(tmp_path / "ds")
     proc = subprocess.Popen(
         [sys.executable, "-m", "roadvision.cli", "data", "synth", "--task", "roadwork",
-         "--n", "5000", "--preset", "tiny", "--out", str(tmp_path / "ds"), "--overwrite"],
+         "--n", "5000", "--size", "tiny", "--out", str(tmp_path / "ds"), "--overwrite"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**__import__("os").environ, "ROADVISION_QUIET": "1"})
     try:

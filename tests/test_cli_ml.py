@@ -1,5 +1,6 @@
-"""``roadvision train | calibrate | evaluate | analyze | distill`` on tiny data (tiny profile):
-each writes what it says, and bad input gets one readable line, never a traceback."""
+"""``roadvision train | calibrate | evaluate | analyze | distill`` on tiny data (the tiny
+training profile): each writes what it says, and bad input gets one readable line, never a
+traceback."""
 
 from __future__ import annotations
 
@@ -19,15 +20,15 @@ def roadwork_data(tmp_path_factory):
 
 def test_train_evaluate_analyze_distill_roadwork(roadwork_data, tmp_path, capsys):
     run = tmp_path / "run"
-    code, out, err = run_main(capsys, "train", roadwork_data, run, "--profile", "tiny",
+    code, out, err = run_main(capsys, "train", roadwork_data, run, "--training-profile", "tiny",
                               "--set", "augment=none", "--set", 'model_overrides={"dropout": 0}')
     assert code == 0, err
     bundle = run / "bundle"
     assert f"bundle: {bundle}" in out and "calibrated on val" in out
     model = load_bundle(bundle)
-    assert model.cfg.dropout == 0  # --set merged into the preset's config
+    assert model.cfg.dropout == 0  # --set merged into the model preset's config
     saved = json.loads((run / "train_config.json").read_text())
-    assert saved["augment"] == "none" and saved["epochs"] == 2  # tiny profile's epochs
+    assert saved["augment"] == "none" and saved["epochs"] == 2  # the tiny training profile's epochs
     assert "calibration" in json.loads((bundle / "config.json").read_text())["extra"]
 
     code, out, err = run_main(capsys, "evaluate", bundle, roadwork_data, "--json")
@@ -44,7 +45,7 @@ def test_train_evaluate_analyze_distill_roadwork(roadwork_data, tmp_path, capsys
 
     student = tmp_path / "student"
     code, out, err = run_main(capsys, "distill", roadwork_data, student, "--teacher", bundle,
-                              "--profile", "tiny", "--preset", "roadwork_tiny",
+                              "--training-profile", "tiny", "--model-preset", "roadwork_tiny",
                               "--set", 'model_overrides={"embed_dim": 16, "num_heads": 2}')
     assert code == 0, err
     student_model = load_bundle(student / "bundle")
@@ -55,8 +56,8 @@ def test_train_evaluate_analyze_distill_roadwork(roadwork_data, tmp_path, capsys
 
 def test_train_and_evaluate_lanes_with_tta(tmp_path, capsys):
     data = make_lanes(tmp_path / "lanes", n=10)
-    code, out, err = run_main(capsys, "train", data, tmp_path / "run", "--profile", "tiny",
-                              "--epochs", "1", "--no-calibrate")
+    code, out, err = run_main(capsys, "train", data, tmp_path / "run", "--training-profile",
+                              "tiny", "--epochs", "1", "--no-calibrate")
     assert code == 0, err
     assert "calibrated" not in out
     code, out, err = run_main(capsys, "evaluate", tmp_path / "run" / "bundle", data, "--tta",
@@ -70,7 +71,7 @@ def test_train_and_evaluate_lanes_with_tta(tmp_path, capsys):
     (["--set", "colour=red"], "--set colour: unknown training option"),
     (["--set", "epochs"], "expected KEY=VALUE"),
     (["--set", "epochs=many"], "--set:"),
-    (["--profile", "huge"], "unknown training profile 'huge'"),
+    (["--training-profile", "huge"], "unknown training profile 'huge'"),
 ])
 def test_train_bad_options_give_one_line(roadwork_data, tmp_path, capsys, args, needle):
     code, _, err = run_main(capsys, "train", roadwork_data, tmp_path / "run", *args)
@@ -94,7 +95,7 @@ def test_train_and_reports_refuse_a_foreign_folder(roadwork_data, tmp_path, caps
     notes = tmp_path / "notes"
     notes.mkdir()
     (notes / "thesis.txt").write_text("three years of work")
-    code, _, err = run_main(capsys, "train", roadwork_data, notes, "--profile", "tiny")
+    code, _, err = run_main(capsys, "train", roadwork_data, notes, "--training-profile", "tiny")
     line = one_line_error(code, err)
     assert code == 2 and "holds no earlier run" in line and "--overwrite" in line
     for command in ("evaluate", "analyze"):
@@ -108,7 +109,7 @@ def test_train_overwrite_trains_aside_and_swaps_in(roadwork_data, tmp_path, caps
     run = tmp_path / "run"
     run.mkdir()
     (run / "stale.txt").write_text("old")
-    code, out, err = run_main(capsys, "train", roadwork_data, run, "--profile", "tiny",
+    code, out, err = run_main(capsys, "train", roadwork_data, run, "--training-profile", "tiny",
                               "--epochs", "1", "--no-calibrate", "--overwrite")
     assert code == 0, err
     assert f"bundle: {run / 'bundle'}" in out

@@ -191,7 +191,7 @@ def test_kfp_recurring_run_example_matches_the_kfp_api_model():
     assert len(cron) == 6, "KFP cron expressions carry a seconds field"
     assert body["max_concurrency"] == "1" and body["mode"] == "ENABLE"
 
-    from roadvision.pipelines.params import RunParams
+    from roadvision.components.run_params import RunParams
 
     params = {f.name for f in dataclasses.fields(RunParams)}
     assert set(body["runtime_config"]["parameters"]) <= params

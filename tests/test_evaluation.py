@@ -85,7 +85,8 @@ def test_natix_protocol_inputs_are_224_jpeg_without_metadata(rw_bundle):
 
     bundle, data = rw_bundle
     from roadvision.models.bundle import load_bundle
-    from roadvision.training.datasets import ManifestDataset, load_rows
+    from roadvision.runtime.dataset import ManifestDataset
+    from roadvision.runtime.readers import load_rows
 
     model = load_bundle(bundle)
     ds = ManifestDataset(data, load_rows(data, ["test"]), model.cfg, image_hook=hook,

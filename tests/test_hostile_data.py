@@ -224,7 +224,7 @@ def test_split_and_weights_never_carry_outside_files(tmp_path, outside, step):
 def test_training_reader_and_bundle_loader_refuse_links(tmp_path, outside):
     from roadvision.models import create_model
     from roadvision.models.bundle import WEIGHTS_FILE, load_bundle, save_bundle
-    from roadvision.training.datasets import read_image
+    from roadvision.runtime.readers import read_image
 
     root = tmp_path / "data"
     make_dataset(root, n=2)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from roadvision.evaluation import metrics as M
+from roadvision import metrics as M
 
 
 def test_mcc_hand_computed():

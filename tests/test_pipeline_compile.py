@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import yaml
 
+from roadvision.components.run_params import TRAINING_PROFILES, RunParams
 from roadvision.errors import UserError
+from roadvision.pipelines.cluster import ClusterSettings
 from roadvision.pipelines.compile import DEFAULT_OUT, compile_pipeline, normalise
-from roadvision.pipelines.params import PRESETS, RunParams, from_preset
-from roadvision.pipelines.training import ClusterSettings
+from roadvision.pipelines.run_profiles import RUN_PROFILES, from_run_profile
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,17 @@ def test_dag_shape(compiled):
     # distill gets the members' models as one collected list
     distill_in = root["distill"]["inputs"]["artifacts"]["teachers"]
     assert distill_in["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+
+
+def test_every_step_has_a_result_output(compiled):
+    """Each step writes its result JSON into an output named ``result`` (pipelines/local.py
+    and anyone reading the artifact store find what a step did there)."""
+    spec, _ = compiled
+    steps = {name: c for name, c in spec["components"].items() if "executorLabel" in c}
+    assert len(steps) == 13  # 12 steps, evaluate compiled twice (members and student)
+    for name, component in steps.items():
+        result = component["outputDefinitions"]["artifacts"].get("result")
+        assert result and result["artifactType"]["schemaTitle"] == "system.Artifact", name
 
 
 def test_gpu_steps_carry_accelerator_node_selector_and_toleration(compiled):
@@ -142,16 +154,25 @@ def test_bad_parameters_fail_early_naming_the_parameter(changes, parameter):
 def test_unreachable_mlflow_fails_early_naming_the_parameter():
     from conftest import free_port
 
-    params = from_preset("tiny", mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
+    params = from_run_profile("tiny", mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(UserError, match="^mlflow_tracking_uri: .*unreachable"):
         params.validate()
 
 
-def test_presets_are_valid():
-    for name in PRESETS:
+def test_run_profiles_are_valid():
+    for name in RUN_PROFILES:
         for task in ("roadwork", "lanes"):
-            from_preset(name, task=task).validate(check_mlflow=False)
-    assert {f.name for f in dataclasses.fields(RunParams)} >= set(PRESETS["tiny"])
+            from_run_profile(name, task=task).validate(check_mlflow=False)
+    assert {f.name for f in dataclasses.fields(RunParams)} >= set(RUN_PROFILES["tiny"])
+    with pytest.raises(UserError, match="^run profile: 'huge' is not one of"):
+        from_run_profile("huge")
+
+
+def test_training_profile_names_match_the_training_package():
+    """RunParams validates training profiles without importing torch: the names must agree."""
+    from roadvision.training import PROFILES
+
+    assert set(TRAINING_PROFILES) == set(PROFILES)
 
 
 def test_submit_to_unreachable_host_is_one_clear_error():
@@ -162,6 +183,6 @@ def test_submit_to_unreachable_host_is_one_clear_error():
     host = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(UserError, match=r"^--host http://127\.0\.0\.1:\d+: Kubeflow Pipelines is "
                                         "unreachable"):
-        submit(from_preset("tiny"), host=host)
+        submit(from_run_profile("tiny"), host=host)
     with pytest.raises(UserError, match="^--host 'kfp.local': expected an http"):
-        submit(from_preset("tiny"), host="kfp.local")
+        submit(from_run_profile("tiny"), host="kfp.local")

@@ -22,11 +22,12 @@ from roadvision import registry
 from roadvision.errors import UserError
 from roadvision.pipelines.compile import DEFAULT_OUT
 from roadvision.pipelines.local import run_local
-from roadvision.pipelines.params import from_preset
+from roadvision.pipelines.run_profiles import from_run_profile
 
-EVERY_STEP = {"check-params", "ingest", "validate", "split", "gps-weighting", "train", "train#2",
-              "evaluate", "evaluate#2", "distill", "evaluate-2", "error-analysis", "register",
-              "gate", "promote"}
+#: Every step's own name (the ``task`` of its result JSON; KFP's generated names never appear).
+EVERY_STEP = {"check_params", "ingest", "validate", "split", "gps_weighting", "train-member-0",
+              "train-member-1", "evaluate-member-0", "evaluate-member-1", "distill",
+              "evaluate-student", "error_analysis", "register", "gate", "promote"}
 
 
 @pytest.mark.slow
@@ -36,13 +37,21 @@ def test_compiled_pipeline_registers_promotes_then_gate_refuses(tmp_path, mlflow
 
     monkeypatch.setenv("ROADVISION_PIPELINE_RUN_ID", "")  # run_local sets it; restore after
     data = roadwork_dataset(tmp_path / "data")
-    params = from_preset("tiny", data_uri=str(data), members=2, model_name="rv-e2e")
+    params = from_run_profile("tiny", data_uri=str(data), members=2, model_name="rv-e2e")
     runs = tmp_path / "runs"
 
     first = run_local(params, pipeline_file=DEFAULT_OUT, root=runs, echo=False)
     assert first.succeeded, first.summary() + "\n" + first.log_path.read_text()[-3000:]
-    assert set(first.tasks) == EVERY_STEP and set(first.tasks.values()) == {"SUCCESS"}
+    assert set(first.steps) == EVERY_STEP and not first.cached
+    assert {s["status"] for s in first.steps.values()} == {"succeeded"}
+    assert {s["pipeline_run_id"] for s in first.steps.values()} == {first.pipeline_run_id}
     assert first.version == "1" and first.promoted is True
+    assert first.steps["check_params"]["members"] == [0, 1]
+    assert first.steps["ingest"]["accepted"] == 40
+    assert first.steps["train-member-1"]["member"] == 1
+    assert first.steps["gate"]["decision"] == "promote"
+    assert first.steps["promote"]["model_uri"] == "models:/rv-e2e/1"
+    assert first.metrics == first.steps["evaluate-student"]["metrics"] != {}
     champion = registry.get_version("models:/rv-e2e@champion")
     assert champion.version == "1" and "challenger" in champion.aliases
     tags = champion.tags
@@ -76,10 +85,16 @@ def test_compiled_pipeline_registers_promotes_then_gate_refuses(tmp_path, mlflow
     second = run_local(params.replace(min_delta=2.0), pipeline_file=DEFAULT_OUT, root=runs,
                        echo=False)
     assert second.succeeded, second.summary()
-    assert {"ingest", "split", "train", "distill", "evaluate-2"} <= set(second.cached)
-    assert second.tasks["register"] == second.tasks["gate"] == "SUCCESS"  # never cached
-    assert "promote" not in second.tasks  # dsl.If held it back
+    assert {"ingest", "split", "train-member-0", "train-member-1", "distill",
+            "evaluate-student"} <= set(second.cached)
+    # cached results are the first run's; register and gate never cache
+    assert second.steps["distill"]["pipeline_run_id"] == first.pipeline_run_id
+    assert second.steps["gate"]["pipeline_run_id"] == second.pipeline_run_id
+    assert "register" not in second.cached and "gate" not in second.cached
+    assert "promote" not in second.steps  # dsl.If held it back
     assert second.version == "2" and second.promoted is False
+    assert second.gate_reason == second.steps["gate"]["reason"]
+    assert second.gate_reason.startswith("headline mcc")
     refused = registry.get_version("rv-e2e/2")
     assert refused.tags["gate.decision"] == "refuse"
     assert refused.tags["gate.reason"].startswith("headline mcc")
@@ -93,11 +108,12 @@ def test_bad_parameters_fail_before_anything_runs(tmp_path, mlflow_store):  # no
 
     root = tmp_path / "runs"
     with pytest.raises(UserError, match="^members: 99 is out of range"):
-        run_local(from_preset("tiny", members=99), root=root, echo=False)
+        run_local(from_run_profile("tiny", members=99), root=root, echo=False)
     with pytest.raises(UserError, match="^data_uri: .*does not exist"):
-        run_local(from_preset("tiny", data_uri=str(tmp_path / "missing")), root=root, echo=False)
+        run_local(from_run_profile("tiny", data_uri=str(tmp_path / "missing")), root=root,
+                  echo=False)
     with pytest.raises(UserError, match="^mlflow_tracking_uri: .*unreachable"):
-        run_local(from_preset("tiny", mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}"),
+        run_local(from_run_profile("tiny", mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}"),
                   root=root, echo=False)
     assert not root.exists() or not any(p.is_dir() for p in root.iterdir())
 
@@ -107,7 +123,7 @@ def test_cli_reports_bad_parameter_in_one_line(tmp_path):
     import sys
 
     proc = subprocess.run([sys.executable, "-m", "roadvision.cli", "pipeline", "run", "--local",
-                           "--preset", "tiny", "--set", "slice_tolerance=-2"],
+                           "--run-profile", "tiny", "--set", "slice_tolerance=-2"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
@@ -123,10 +139,10 @@ def test_ingest_step_generates_synth_uris(tmp_path, mlflow_store):  # noqa: F811
     from roadvision.components.ingest import run_ingest
     from roadvision.data.contract import read_info, read_manifest
 
-    summary = run_ingest("synth://roadwork?n=12&preset=tiny&seed=3", tmp_path / "raw",
+    summary = run_ingest("synth://roadwork?n=12&size=tiny&seed=3", tmp_path / "raw",
                          task="roadwork", pipeline_run_id="t")
     info = read_info(tmp_path / "raw")
     assert summary["accepted"] == 12 == len(read_manifest(tmp_path / "raw"))
     assert summary["content_hash"] == info.content_hash and info.synthetic
     with pytest.raises(UserError, match="^data_uri: holds 'roadwork' data but task is 'lanes'"):
-        run_ingest("synth://roadwork?n=8&preset=tiny", tmp_path / "raw2", task="lanes")
+        run_ingest("synth://roadwork?n=8&size=tiny", tmp_path / "raw2", task="lanes")

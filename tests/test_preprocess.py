@@ -12,7 +12,8 @@ from _models import random_image
 
 from roadvision.data.contract import VOCABULARIES
 from roadvision.errors import UserError
-from roadvision.models import collate, create_model, predict, prepare_sample
+from roadvision.models import collate, create_model, prepare_sample
+from roadvision.runtime.inference import predict
 
 
 @pytest.fixture(scope="module")

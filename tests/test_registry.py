@@ -116,14 +116,16 @@ def test_flatten_metrics_drops_non_numbers():
 @pytest.fixture
 def versions(mlflow_store):  # noqa: F811
     """``rv-cas`` with four versions, made straight in the store (promote needs no weights)."""
-    from mlflow import MlflowClient
-
-    registry.configure()  # the registry URI too: a bare MlflowClient() would use the last test's
-    client = MlflowClient()
+    client = _mlflow()
     client.create_registered_model("rv-cas")
     for i in range(4):
         client.create_model_version("rv-cas", source=f"file:///nowhere/{i}")
     return "rv-cas"
+
+
+def _mlflow():
+    """The explicit MlflowClient of the store in effect (this test's), as the registry uses."""
+    return registry.RegistryClient().mlflow
 
 
 def _assert_race_clean(result, calls):
@@ -151,9 +153,7 @@ def test_concurrent_promotes_from_processes_lose_nothing(mlflow_store, versions,
 
 
 def test_audit_is_one_tag_per_entry_and_reads_the_old_list(versions):
-    from mlflow import MlflowClient
-
-    client = MlflowClient()
+    client = _mlflow()
     old = [{"action": "promote", "alias": "champion", "version": "1", "by": "old"}]
     client.set_registered_model_tag(versions, registry.AUDIT_LOG_TAG, json.dumps(old))
     client.set_registered_model_alias(versions, "champion", "1")
@@ -167,10 +167,8 @@ def test_audit_is_one_tag_per_entry_and_reads_the_old_list(versions):
 
 
 def test_a_change_made_outside_roadvision_is_recorded_before_the_next(versions):
-    from mlflow import MlflowClient
-
     registry.promote(versions, "1", by="ann")
-    MlflowClient().set_registered_model_alias(versions, "champion", "3")  # e.g. MLflow's UI
+    _mlflow().set_registered_model_alias(versions, "champion", "3")  # e.g. MLflow's UI
     registry.promote(versions, "2", by="ben")
     log = registry.audit_log(versions)
     assert [(e["action"], e["version"], e["previous"]) for e in log] == [
@@ -206,11 +204,9 @@ def test_rollbacks_under_the_lock_walk_back_the_history(versions):
 
 
 def test_the_lock_excludes_and_a_dead_holders_lock_goes_stale(versions):
-    from mlflow import MlflowClient
+    from roadvision.registry.lock import LOCK_SUFFIX, RegistryBusy, registry_lock
 
-    from roadvision.registry_lock import LOCK_SUFFIX, RegistryBusy, registry_lock
-
-    client = MlflowClient()
+    client = _mlflow()
     with registry_lock(client, versions, "test holder"), \
             pytest.raises(RegistryBusy, match="registry is busy: .*test holder"), \
             registry_lock(client, versions, timeout=0.5):
@@ -227,6 +223,11 @@ def test_the_lock_excludes_and_a_dead_holders_lock_goes_stale(versions):
 @pytest.mark.parametrize("given,expected", [("3", "3"), (3, "3"), ("v12", "12"), (" 4 ", "4")])
 def test_parse_version(given, expected):
     assert registry.parse_version(given) == expected
+
+
+def test_resolve_model_name_defaults_to_the_task():
+    assert registry.resolve_model_name("", "lanes") == "lanes"
+    assert registry.resolve_model_name("roads-eu", "lanes") == "roads-eu"
 
 
 @pytest.mark.parametrize("bad", ["abc", "0", "-1", "1.5", "", "latest"])

@@ -19,8 +19,8 @@ import pytest
 from conftest import free_port
 
 from roadvision.components.check_params import run_check_params
+from roadvision.components.run_params import RunParams
 from roadvision.errors import UserError
-from roadvision.pipelines.params import RunParams
 from roadvision.registry import check_tracking
 
 

@@ -14,6 +14,7 @@ from _cli import one_line_error, run_main
     (["--port", "0"], ("--port 0",)),
     (["--max-tta", "huge"], ("--max-tta 'huge'", "none, flip, full")),
     (["--rate-limit-on-outage", "maybe"], ("--rate-limit-on-outage", "open, closed")),
+    (["--forward-workers", "-1"], ("--forward-workers -1", "0 (a thread)")),
 ])
 def test_bad_serve_options_are_one_line(capsys, tmp_path, args, words):
     code, _, err = run_main(capsys, "serve", "--model", str(tmp_path / "bundle"), *args)
@@ -69,9 +70,11 @@ def test_entry_point_options_reach_the_config(monkeypatch):
     with pytest.raises(SystemExit):
         entry.main(["--model", "/m", "--host", "0.0.0.0", "--allow_model_control",
                     "--max_windows", "99", "--request_timeout_s", "7.5",
-                    "--ratelimit_on_outage", "closed", "--redis", "none"])
+                    "--ratelimit_on_outage", "closed", "--redis", "none",
+                    "--forward_workers", "3"])
     config = seen["config"]
     assert (config.host, config.allow_model_control, config.max_windows,
             config.request_timeout_s, config.ratelimit_on_outage) == ("0.0.0.0", True, 99, 7.5,
                                                                       "closed")
     assert config.redis_url is None and seen["redis"] is None
+    assert config.forward_workers == 3

@@ -367,7 +367,7 @@ def test_v1_roadwork_round_trip(bundles):
     (pred,) = body["predictions"]
     assert set(pred) == {"probability", "label", "model_version", "tta", "cached"}
     assert 0.0 <= pred["probability"] <= 1.0
-    assert pred["label"] == int(pred["probability"] >= model.loaded.net.cfg.threshold)
+    assert pred["label"] == int(pred["probability"] >= model.loaded.cfg.threshold)
     assert pred["tta"] == "flip" and pred["cached"] is False
     assert headers["x-roadvision-model-version"] == pred["model_version"]
     # the same instance again gives the same answer (no cache here: recomputed)

@@ -57,7 +57,7 @@ def test_lane_pixel_shares_exact(tmp_path):
 
 
 def test_roadwork_stats_match_the_manifest(tmp_path):
-    generate("roadwork", 20, seed=4, out=tmp_path / "rw", preset="tiny")
+    generate("roadwork", 20, seed=4, out=tmp_path / "rw", size="tiny")
     df = pd.read_parquet(tmp_path / "rw" / "manifest.parquet")
     stats = dataset_stats(tmp_path / "rw")
     assert stats["synthetic"] is True and stats["source"] == "synth:tiny"

@@ -1,7 +1,7 @@
 """The procedural generator: determinism, independence of n, rates, pixels, taxonomy, CLI.
 
-Small presets keep this file fast (about 20 s on one core); the must-show figures at the default
-preset (n=200) are measured from the CLI and recorded in benchmarks/RESULTS.md.
+Small named sizes keep this file fast (about 20 s on one core); the must-show figures at the
+default size (n=200) are measured from the CLI and recorded in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from roadvision.data.contract import (
     read_manifest,
 )
 from roadvision.data.images import decode_image, decode_mask
-from roadvision.data.synth import CITIES, PRESETS, generate, render_sample, sample_rng
+from roadvision.data.synth import CITIES, SIZES, generate, render_sample, sample_rng
 from roadvision.data.synth.cities import draw_city
 from roadvision.data.synth.roadwork import render_roadwork
 from roadvision.data.validate import validate_dataset
@@ -37,22 +37,22 @@ META = ("weather", "daytime", "scene", "text")
 @pytest.fixture(scope="module")
 def roadwork120(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rw") / "ds"
-    generate("roadwork", 120, seed=7, out=out, preset="tiny")
+    generate("roadwork", 120, seed=7, out=out, size="tiny")
     return out
 
 
 @pytest.fixture(scope="module")
 def lanes12(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("l12") / "ds"
-    generate("lanes", 40, seed=3, out=out, preset="tiny", num_classes=12)
+    generate("lanes", 40, seed=3, out=out, size="tiny", num_classes=12)
     return out
 
 
 def test_same_seed_same_dataset_other_seed_differs(tmp_path):
     for task in ("roadwork", "lanes"):
-        a = generate(task, 6, seed=11, out=tmp_path / f"{task}a", preset="tiny")
-        b = generate(task, 6, seed=11, out=tmp_path / f"{task}b", preset="tiny")
-        c = generate(task, 6, seed=12, out=tmp_path / f"{task}c", preset="tiny")
+        a = generate(task, 6, seed=11, out=tmp_path / f"{task}a", size="tiny")
+        b = generate(task, 6, seed=11, out=tmp_path / f"{task}b", size="tiny")
+        c = generate(task, 6, seed=12, out=tmp_path / f"{task}c", size="tiny")
         assert (tmp_path / f"{task}a/dataset.json").read_bytes() == \
             (tmp_path / f"{task}b/dataset.json").read_bytes()
         assert a.content_hash == b.content_hash != c.content_hash
@@ -62,8 +62,8 @@ def test_same_seed_same_dataset_other_seed_differs(tmp_path):
 
 
 def test_samples_do_not_depend_on_n(tmp_path):
-    generate("lanes", 4, seed=5, out=tmp_path / "n4", preset="tiny")
-    generate("lanes", 8, seed=5, out=tmp_path / "n8", preset="tiny")
+    generate("lanes", 4, seed=5, out=tmp_path / "n4", size="tiny")
+    generate("lanes", 8, seed=5, out=tmp_path / "n8", size="tiny")
     small, large = read_manifest(tmp_path / "n4"), read_manifest(tmp_path / "n8")
     assert small.equals(large.iloc[:4].reset_index(drop=True))
     for rel in small["mask"]:
@@ -89,14 +89,14 @@ def test_roadwork_rates_and_contract(roadwork120):
         assert set(df[name].dropna()) <= set(VOCABULARIES[name])
     assert (df["source"] == "synthetic").all()
     assert df["city"].nunique() >= 6
-    assert (df["width"] == PRESETS["tiny"].roadwork[0]).all()
+    assert (df["width"] == SIZES["tiny"].roadwork[0]).all()
     report = validate_dataset(roadwork120)
     assert report.ok, report.problems[:3]
 
 
 def test_rates_hold_for_n_not_multiple_of_block(tmp_path):
     # 25 rows = two full blocks + half a block: rates stay within one block's granularity.
-    generate("roadwork", 25, seed=2, out=tmp_path / "d", preset="tiny")
+    generate("roadwork", 25, seed=2, out=tmp_path / "d", size="tiny")
     df = read_manifest(tmp_path / "d")
     assert abs(df["label"].mean() - 0.5) <= 5 / 25
     for name in META:
@@ -162,8 +162,8 @@ def test_weather_and_daytime_are_in_the_pixels():
 
 def test_positives_show_their_equipment():
     # Every positive changes pixels where its equipment stands (even a distant cone covers a
-    # few pixels); negatives draw none. Counted at the tiny preset, the hardest case.
-    scenes = _roadwork_scenes(40, PRESETS["tiny"].roadwork)
+    # few pixels); negatives draw none. Counted at the tiny size, the hardest case.
+    scenes = _roadwork_scenes(40, SIZES["tiny"].roadwork)
     positives = [s for s in scenes if s.label]
     assert positives and len(positives) < len(scenes)
     assert all(s.meta["equipment_px"] >= 2 for s in positives)
@@ -171,10 +171,10 @@ def test_positives_show_their_equipment():
 
 
 def test_lane_pixel_share_at_default_size():
-    # The 0.15-0.6% band is defined at the default preset (512 px; smaller tiles hold a larger
+    # The 0.15-0.6% band is defined at the default size (512 px; smaller tiles hold a larger
     # share of any road they contain). Per-tile shares vary (sd ~0.5%), so 32 tiles give a
     # mean with sd ~0.09%; the generator targets ~0.35-0.45%.
-    w, h = PRESETS["default"].lanes
+    w, h = SIZES["default"].lanes
     shares = [float((render_sample("lanes", 4, i, w, h)["mask"] > 0).mean()) for i in range(32)]
     assert 0.0015 <= float(np.mean(shares)) <= 0.006
     assert min(shares) == 0.0  # some tiles have no road at all
@@ -212,22 +212,22 @@ def test_four_class_mask_is_the_twelve_class_mask_mapped():
 
 
 def test_lanes_dataset_valid_and_masks_match_images(tmp_path):
-    generate("lanes", 6, seed=1, out=tmp_path / "d", preset="tiny")
+    generate("lanes", 6, seed=1, out=tmp_path / "d", size="tiny")
     df = read_manifest(tmp_path / "d")
     for img_rel, mask_rel in zip(df["image"], df["mask"], strict=True):
         img = decode_image((tmp_path / "d" / img_rel).read_bytes())
         mask = decode_mask((tmp_path / "d" / mask_rel).read_bytes(), 4)
-        assert img.shape[:2] == mask.shape == PRESETS["tiny"].lanes[::-1]
+        assert img.shape[:2] == mask.shape == SIZES["tiny"].lanes[::-1]
     assert validate_dataset(tmp_path / "d").ok
 
 
 def test_size_override_and_bad_arguments(tmp_path):
-    generate("roadwork", 2, seed=0, out=tmp_path / "s", preset="tiny", size=(100, 70))
+    generate("roadwork", 2, seed=0, out=tmp_path / "s", size=(100, 70))
     df = read_manifest(tmp_path / "s")
     assert (df["width"] == 100).all() and (df["height"] == 70).all()
     assert decode_image((tmp_path / "s" / df["image"][0]).read_bytes()).shape == (70, 100, 3)
-    with pytest.raises(UserError, match="valid presets: tiny, demo, bench, default"):
-        generate("roadwork", 2, seed=0, out=tmp_path / "x", preset="huge")
+    with pytest.raises(UserError, match="named sizes: tiny, demo, bench, default"):
+        generate("roadwork", 2, seed=0, out=tmp_path / "x", size="huge")
     with pytest.raises(UserError, match="valid tasks"):
         generate("potholes", 2, seed=0, out=tmp_path / "x")
     with pytest.raises(UserError, match="out of range"):
@@ -245,7 +245,7 @@ def _cli(*args) -> subprocess.CompletedProcess:
 def test_cli_synth_then_stats(tmp_path):
     out = tmp_path / "B"
     run = _cli("data", "synth", "--task", "roadwork", "--n", "10", "--seed", "1", "--out", out,
-               "--preset", "tiny")
+               "--size", "tiny")
     assert run.returncode == 0, run.stderr
     assert read_info(out).num_samples == 10
     run = _cli("data", "stats", out)
@@ -253,9 +253,9 @@ def test_cli_synth_then_stats(tmp_path):
     assert "positive_share" in run.stdout and "null_rate.weather" in run.stdout
 
 
-def test_cli_unknown_preset_is_one_line(tmp_path):
+def test_cli_unknown_size_is_one_line(tmp_path):
     run = _cli("data", "synth", "--task", "lanes", "--n", "2", "--out", tmp_path / "x",
-               "--preset", "gigantic")
+               "--size", "gigantic")
     assert run.returncode != 0
     assert "Traceback" not in run.stderr + run.stdout
     lines = [line for line in run.stderr.splitlines() if line.strip()]

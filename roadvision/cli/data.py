@@ -23,16 +23,16 @@ def synth(
     n: int = typer.Option(..., "--n", min=1, help="number of samples"),
     seed: int = typer.Option(0, help="random seed; the same seed gives the same data set"),
     out: Path = typer.Option(..., help="output folder"),
-    preset: str = typer.Option("default", help="generator preset (see --help of each task)"),
-    size: str | None = typer.Option(None, help="image size WxH, e.g. 512x512 (up to 4032x3024)"),
+    size: str = typer.Option("default", help="image size: tiny, demo, bench, default (the "
+                             "generator's named sizes) or WxH, e.g. 512x512 (up to 4032x3024)"),
     num_classes: int = typer.Option(4, help="lanes only: 4 or 12 classes"),
     overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Generate a procedural data set (aerial lanes or street-level roadwork)."""
     from roadvision.data.synth import generate
 
-    info = generate(task=task, n=n, seed=seed, out=out, preset=preset,
-                    size=_parse_size(size), num_classes=num_classes, overwrite=overwrite)
+    info = generate(task=task, n=n, seed=seed, out=out, size=_parse_size(size),
+                    num_classes=num_classes, overwrite=overwrite)
     console.print(f"[green]wrote[/] {info.num_samples} {info.task} samples to {out} "
                   f"(content hash {info.content_hash[:12]})")
 
@@ -151,13 +151,14 @@ def weights(
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
-def _parse_size(size: str | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
+def _parse_size(size: str) -> str | tuple[int, int]:
+    """``--size``: a named size (``generate`` checks the name) or ``WxH``."""
+    if not any(c.isdigit() for c in size):
+        return size
     try:
         width, height = (int(v) for v in size.lower().split("x"))
     except ValueError as exc:
-        raise UserError(f"--size {size!r}: expected WxH, e.g. 512x512") from exc
+        raise UserError(f"--size {size!r}: expected a named size or WxH, e.g. 512x512") from exc
     if not (16 <= width <= 4032 and 16 <= height <= 4032):
         raise UserError(f"--size {size!r}: each side must be between 16 and 4032 pixels")
     return width, height

@@ -1,10 +1,11 @@
 """``roadvision train | calibrate | evaluate | analyze | distill``: the ML core on the command line.
 
 Each command works over a data set folder (the data contract) and a model bundle folder
-(``config.json`` + ``weights.safetensors``). Training and distillation start from a profile of
-``roadvision.training.PROFILES`` (``tiny`` for tests, ``bench`` for the benchmarks, ``demo``,
-``full`` for GPU nodes); options and ``--set KEY=VALUE`` override its fields. A run folder that
-holds a checkpoint resumes from it.
+(``config.json`` + ``weights.safetensors``). Training and distillation start from a training
+profile of ``roadvision.training.PROFILES`` (``tiny`` for tests, ``bench`` for the benchmarks,
+``demo``, ``full`` for GPU nodes) and train a model preset (``roadvision.models``, e.g.
+``roadwork_small``); options and ``--set KEY=VALUE`` override the profile's fields. A run
+folder that holds a checkpoint resumes from it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from roadvision.errors import UserError
 
 console = Console()
 
-_PROFILE_HELP = "training profile: tiny, bench, demo or full"
+_PROFILE_HELP = "training profile (epochs, batch, lr...): tiny, bench, demo or full"
 _SET_HELP = ("TrainConfig field KEY=VALUE (repeatable; VALUE is JSON where it parses), e.g. "
              "--set augment=heavy --set 'model_overrides={\"view_size\": 128}'")
 
@@ -105,13 +106,13 @@ def _parse_sets(sets: list[str] | None) -> dict[str, Any]:
     return values
 
 
-def _config(data_dir: Path, profile: str, sets: list[str] | None, **options: Any):
-    """The run's ``TrainConfig``: the profile, then the options that were given, then --set."""
+def _config(data_dir: Path, training_profile: str, sets: list[str] | None, **options: Any):
+    """The run's ``TrainConfig``: the training profile, then the options given, then --set."""
     from roadvision.data.contract import read_info
     from roadvision.training import TrainConfig
 
     task = read_info(_dir(data_dir, "data set")).task
-    cfg = TrainConfig.for_profile(profile, task, **options)
+    cfg = TrainConfig.for_profile(training_profile, task, **options)
     changes = _parse_sets(sets)
     if changes.get("model_overrides"):
         changes["model_overrides"] = {**cfg.model_overrides, **changes["model_overrides"]}
@@ -146,8 +147,9 @@ def _print_calibration(report: dict[str, Any]) -> None:
 def train(
     data_dir: Path = typer.Argument(..., help="data set folder with a train/val split"),
     run_dir: Path = typer.Argument(..., help="run folder: checkpoint, history, bundle/"),
-    profile: str = typer.Option("full", help=_PROFILE_HELP),
-    preset: str | None = typer.Option(None, help="model preset (default: the profile's)"),
+    training_profile: str = typer.Option("full", help=_PROFILE_HELP),
+    model_preset: str | None = typer.Option(
+        None, help="model preset, e.g. roadwork_small (default: the training profile's)"),
     epochs: int | None = typer.Option(None, min=1),
     batch_size: int | None = typer.Option(None, min=1),
     lr: float | None = typer.Option(None, help="peak learning rate"),
@@ -161,10 +163,10 @@ def train(
     """Train a model; the test split is never read. Re-running resumes from the checkpoint."""
     from roadvision.training import train as train_model
 
-    cfg = _config(data_dir, profile, sets, preset=preset, epochs=epochs, batch_size=batch_size,
-                  lr=lr, seed=seed, device=device)
-    console.print(f"training {cfg.preset} on {data_dir} (profile {profile}, {cfg.epochs} "
-                  f"epochs max) into {run_dir}")
+    cfg = _config(data_dir, training_profile, sets, preset=model_preset, epochs=epochs,
+                  batch_size=batch_size, lr=lr, seed=seed, device=device)
+    console.print(f"training {cfg.preset} on {data_dir} (training profile {training_profile}, "
+                  f"{cfg.epochs} epochs max) into {run_dir}")
     result = _run_in(run_dir, overwrite, lambda folder: train_model(data_dir, folder, cfg))
     _report_run(result, calibrate_after, data_dir)
 
@@ -174,9 +176,10 @@ def distill(
     run_dir: Path = typer.Argument(..., help="the student's run folder"),
     teacher: list[Path] = typer.Option(..., "--teacher",
                                        help="teacher bundle folder (repeat for an ensemble)"),
-    preset: str | None = typer.Option(None, help="student preset (default: <task>_student "
-                                                 "for roadwork, the profile's for lanes)"),
-    profile: str = typer.Option("full", help=_PROFILE_HELP),
+    model_preset: str | None = typer.Option(
+        None, help="the student's model preset (default: roadwork_student for roadwork, the "
+                   "training profile's for lanes)"),
+    training_profile: str = typer.Option("full", help=_PROFILE_HELP),
     epochs: int | None = typer.Option(None, min=1),
     alpha: float | None = typer.Option(None, help="weight of the hard loss (0-1)"),
     temperature: float | None = typer.Option(None, help="softening temperature T"),
@@ -189,10 +192,10 @@ def distill(
     from roadvision.training import distill as distill_model
 
     teachers = [_bundle(t) for t in teacher]
-    if preset is None and read_info(_dir(data_dir, "data set")).task == "roadwork":
-        preset = "roadwork_student"
-    cfg = _config(data_dir, profile, sets, preset=preset, epochs=epochs, distill_alpha=alpha,
-                  distill_temperature=temperature)
+    if model_preset is None and read_info(_dir(data_dir, "data set")).task == "roadwork":
+        model_preset = "roadwork_student"
+    cfg = _config(data_dir, training_profile, sets, preset=model_preset, epochs=epochs,
+                  distill_alpha=alpha, distill_temperature=temperature)
     console.print(f"distilling {len(teachers)} teacher(s) into {cfg.preset} in {run_dir}")
     result = _run_in(run_dir, overwrite,
                      lambda folder: distill_model(teachers, data_dir, folder, cfg))

@@ -37,8 +37,7 @@ def _store(tracking_uri: str | None = typer.Option(
                     f"{registry.tracking_uri()}); set ROADVISION_HOME=.roadvision to use it",
                     err=True, fg=typer.colors.YELLOW)
     registry.check_tracking(tracking_uri, parameter="--tracking-uri")
-    registry.configure(tracking_uri)
-    if tracking_uri:
+    if tracking_uri:  # the store every registry call of this command goes to
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
 

@@ -33,18 +33,20 @@ def _coerce(name: str, text: str, kind: type) -> object:
     return text
 
 
-def build_params(preset: str, task: str, sets: list[str] | None, **shortcuts: object):
-    """``RunParams`` from a preset, ``--set key=value`` pairs and the shortcut options."""
-    from roadvision.pipelines.params import RunParams, from_preset
+def build_params(run_profile: str, task: str, sets: list[str] | None, **shortcuts: object):
+    """``RunParams`` from a run profile, ``--set key=value`` pairs and the shortcut options."""
+    from roadvision.components.run_params import RunParams
+    from roadvision.pipelines.run_profiles import from_run_profile
 
     kinds = {f.name: type(f.default) for f in dataclasses.fields(RunParams)}
     values: dict[str, object] = {k: v for k, v in shortcuts.items() if v is not None}
     for key, text in parse_sets(sets, kinds, "pipeline parameter").items():
         values[key] = _coerce(key, text, kinds[key])
-    return from_preset(preset, task=task, **values)
+    return from_run_profile(run_profile, task=task, **values)
 
 
 _SET_HELP = "pipeline parameter KEY=VALUE (repeatable), e.g. --set min_delta=0.02"
+_RUN_PROFILE_HELP = "run profile (a whole run's parameters): tiny, demo or full"
 
 
 @app.command("compile")
@@ -61,8 +63,8 @@ def compile_(
     retries: int | None = typer.Option(None, min=0, help="retries of I/O steps"),
 ) -> None:
     """Compile the pipeline to YAML (upload it in the KFP UI, or commit it)."""
+    from roadvision.pipelines.cluster import ClusterSettings, parse_pairs, parse_toleration
     from roadvision.pipelines.compile import compile_pipeline
-    from roadvision.pipelines.training import ClusterSettings, _pairs
 
     settings = ClusterSettings.from_env()
     for name, value in (("image", image), ("accelerator_type", gpu_type),
@@ -71,13 +73,9 @@ def compile_(
         if value is not None:
             setattr(settings, name, value)
     if gpu_node_selector is not None:
-        settings.gpu_node_selector = _pairs(gpu_node_selector)
+        settings.gpu_node_selector = parse_pairs(gpu_node_selector)
     if gpu_toleration is not None:
-        toleration = _pairs(gpu_toleration)
-        unknown = set(toleration) - {"key", "operator", "value", "effect"}
-        if unknown:
-            raise UserError(f"--gpu-toleration: unknown field(s) {sorted(unknown)}")
-        settings.gpu_toleration = toleration
+        settings.gpu_toleration = parse_toleration(gpu_toleration)
     path = compile_pipeline(out, settings)
     console.print(f"[green]wrote[/] {path}")
 
@@ -85,7 +83,7 @@ def compile_(
 @app.command("run")
 def run(
     local: bool = typer.Option(False, "--local", help="run on this machine with kfp.local"),
-    preset: str = typer.Option("demo", help="parameter preset: tiny, demo or full"),
+    run_profile: str = typer.Option("demo", help=_RUN_PROFILE_HELP),
     task: str = typer.Option("roadwork", help="lanes or roadwork"),
     data_uri: str | None = typer.Option(None, help="data set folder, s3:// prefix or synth://"),
     epochs: int | None = typer.Option(None, help="training epochs"),
@@ -102,8 +100,9 @@ def run(
     if not local:
         raise UserError("pipeline run: only --local is supported here; use `roadvision pipeline "
                         "submit --host URL` for a cluster")
-    params = build_params(preset, task, sets, data_uri=data_uri, epochs=epochs, members=members,
-                          model_name=model_name, mlflow_tracking_uri=mlflow_tracking_uri)
+    params = build_params(run_profile, task, sets, data_uri=data_uri, epochs=epochs,
+                          members=members, model_name=model_name,
+                          mlflow_tracking_uri=mlflow_tracking_uri)
     result = run_local(params, pipeline_file=pipeline_file)
     typer.echo(result.summary())  # plain: long paths must not be wrapped
     if not result.succeeded:
@@ -114,7 +113,7 @@ def run(
 def submit(
     host: str = typer.Option(..., help="KFP API URL, e.g. http://localhost:8888"),
     experiment: str = typer.Option("roadvision", help="KFP experiment"),
-    preset: str = typer.Option("full", help="parameter preset: tiny, demo or full"),
+    run_profile: str = typer.Option("full", help=_RUN_PROFILE_HELP),
     task: str = typer.Option("roadwork", help="lanes or roadwork"),
     data_uri: str | None = typer.Option(None, help="s3:// prefix or synth:// (cluster paths)"),
     sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
@@ -125,15 +124,15 @@ def submit(
     """Submit a run to a Kubeflow Pipelines cluster."""
     from roadvision.pipelines.submit import submit as submit_run
 
-    params = build_params(preset, task, sets, data_uri=data_uri)
+    params = build_params(run_profile, task, sets, data_uri=data_uri)
     run_id = submit_run(params, host=host, experiment=experiment, pipeline_file=pipeline_file,
                         run_name=run_name, namespace=namespace)
     console.print(f"[green]submitted[/] run {run_id} to {host}")
 
 
 @app.command("params")
-def params(preset: str = typer.Option("full", help="tiny, demo or full"),
+def params(run_profile: str = typer.Option("full", help=_RUN_PROFILE_HELP),
            task: str = typer.Option("roadwork", help="lanes or roadwork")) -> None:
-    """Print a preset's pipeline parameters."""
-    for key, value in build_params(preset, task, None).to_dict().items():
+    """Print a run profile's pipeline parameters."""
+    for key, value in build_params(run_profile, task, None).to_dict().items():
         console.print(f"{key} = {value!r}")

@@ -52,11 +52,15 @@ def serve(
     allow_model_control: bool = typer.Option(
         False, "--allow-model-control", help="enable the model load/unload routes"),
     device: str | None = typer.Option(None, help="cpu or cuda (default: auto)"),
+    forward_workers: int | None = typer.Option(
+        None, help="forward processes per model (default 1); 0 = a thread in the server"),
 ) -> None:
     """Serve model bundles over HTTP (KServe v1 and Open Inference Protocol v2)."""
     if len(model_name) > len(model):
         raise UserError(f"{len(model_name)} --model-name for {len(model)} --model")
     _check(port, max_tta, rate_limit_on_outage)
+    if forward_workers is not None and forward_workers < 0:
+        raise UserError(f"--forward-workers {forward_workers}: 0 (a thread) or more processes")
     argv = ["--http_port", str(port), "--host", host]
     for index, uri in enumerate(model):
         if index < len(model_name):
@@ -68,7 +72,8 @@ def serve(
                         ("--max_batch_size", max_batch_size),
                         ("--max_batch_wait_ms", max_batch_wait_ms), ("--max_tta", max_tta),
                         ("--max_windows", max_windows),
-                        ("--request_timeout_s", request_timeout_s), ("--device", device)):
+                        ("--request_timeout_s", request_timeout_s), ("--device", device),
+                        ("--forward_workers", forward_workers)):
         if value is not None:
             argv += [flag, str(value)]
     if allow_model_control:

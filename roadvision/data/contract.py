@@ -120,7 +120,7 @@ class DatasetInfo:
     num_samples: int = 0
     content_hash: str = ""  # sha256 over the manifest rows (see content_hash())
     synthetic: bool = False  # synthetic scores are never compared with real-data numbers
-    source: str = ""  # generator preset or importer format
+    source: str = ""  # "synth:<size>" (the generator's image size) or the importer format
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)  # step-specific facts (seed, splits...)
 

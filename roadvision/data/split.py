@@ -42,11 +42,19 @@ from roadvision.data.output import OutputFolder
 from roadvision.data.quarantine import drop_unconfined
 from roadvision.errors import UserError
 
-__all__ = ["EARTH_RADIUS_M", "SPLITS", "leakage_report", "split_dataset"]
+__all__ = ["EARTH_RADIUS_M", "SPLITS", "leakage_report", "parse_holdout_cities", "split_dataset"]
 
 SPLITS = ("train", "val", "test")
 EARTH_RADIUS_M = 6_371_008.8
 LEAKAGE_FILE = "leakage.json"
+
+
+def parse_holdout_cities(text: str) -> list[str]:
+    """The pipeline's ``holdout_cities`` (``"city_a,city_b"``) -> names; errors name it."""
+    cities = [c.strip() for c in (text or "").split(",") if c.strip()]
+    if len(set(cities)) != len(cities):
+        raise UserError(f"holdout_cities: {text!r} names a city twice")
+    return cities
 
 
 def split_dataset(src: str | Path, out: str | Path, *, holdout_cities: Sequence[str] = (),

@@ -32,7 +32,8 @@ from roadvision.data.output import OutputFolder
 from roadvision.data.quarantine import drop_unconfined
 from roadvision.errors import UserError
 
-__all__ = ["DEFAULT_BANDS", "gps_weights", "haversine_km", "parse_targets", "target_centres"]
+__all__ = ["DEFAULT_BANDS", "gps_weights", "haversine_km", "parse_target_regions", "parse_targets",
+           "target_centres"]
 
 #: (upper distance bound in km, weight), checked in order.
 DEFAULT_BANDS: tuple[tuple[float, float], ...] = (
@@ -75,6 +76,17 @@ def parse_targets(text: str) -> list[tuple[float, float]]:
     if not targets:
         raise UserError(f"{source}: no target points")
     return targets
+
+
+def parse_target_regions(text: str) -> list[tuple[float, float]]:
+    """The pipeline's ``target_regions`` (``"lat,lon;lat,lon"`` or a points file): the points,
+    ``[]`` when empty (no targets = uniform weights); errors name ``target_regions``."""
+    if not (text or "").strip():
+        return []
+    try:
+        return parse_targets(text)
+    except UserError as exc:
+        raise UserError(f"target_regions: {exc}") from None
 
 
 def _parse_point(where: str, item: Any, source: str) -> tuple[float, float]:

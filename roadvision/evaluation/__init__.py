@@ -1,4 +1,5 @@
-"""Evaluation: metrics, calibration, slices, the NATIX protocol and error analysis.
+"""Evaluation: scores on a split (the metrics are ``roadvision.metrics``), calibration,
+slices, the NATIX protocol and error analysis.
 
 Imported eagerly (so ``roadvision.evaluation.evaluate`` is the function, not the module of the
 same name); the heavy libraries (torch models, matplotlib) load inside the functions.

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from roadvision.errors import UserError
-from roadvision.evaluation.metrics import ece, mcc
+from roadvision.metrics import ece, mcc
 
 __all__ = ["fit_temperature", "fit_threshold", "fit_binary_calibration",
            "fit_multiclass_temperature", "calibrate"]
@@ -108,17 +108,18 @@ def calibrate(bundle_dir: str | Path, data_dir: str | Path, split: str = "val",
 
     Returns the fitted values and the split's ECE / MCC before and after.
     """
-    from roadvision.evaluation.inference import predict_dataset
     from roadvision.models.bundle import load_bundle, update_bundle_config
-    from roadvision.training.datasets import ManifestDataset, load_rows
+    from roadvision.runtime.dataset import ManifestDataset
+    from roadvision.runtime.inference import LOGITS, predict_dataset
+    from roadvision.runtime.readers import load_rows
 
     if split == "test":
         raise UserError("calibration is fitted on validation data, never on the test split")
     model = load_bundle(bundle_dir)
     rows = load_rows(data_dir, [split])
-    ds = ManifestDataset(data_dir, rows, model.cfg, train=False)
+    ds = ManifestDataset(data_dir, rows, model.cfg)
     if model.cfg.task == "roadwork":
-        res = list(predict_dataset(model, ds, batch_size=batch_size, mode="logits"))
+        res = list(predict_dataset(model, ds, batch_size=batch_size, mode=LOGITS))
         z = np.array([r["logit"] for r in res])
         y = np.array([r["label"] for r in res])
         fitted = fit_binary_calibration(z, y, fit_bias=fit_bias)
@@ -136,23 +137,20 @@ def calibrate(bundle_dir: str | Path, data_dir: str | Path, split: str = "val",
     return report
 
 
-@torch.no_grad()
 def _calibrate_lanes(model, ds, batch_size, max_pixels, split) -> tuple[dict, dict]:
-    from roadvision.evaluation.inference import iter_batches
+    from roadvision.runtime.inference import LOGITS, predict_dataset
 
     rng = np.random.default_rng(0)
-    model.eval()
     zs, ys = [], []
     per_image = max(1, max_pixels // max(len(ds), 1))
-    for _, batch in iter_batches(ds, batch_size):
-        logits = model(batch)["logits"].float()  # [B, C, H, W] at the tile size
-        c = logits.shape[1]
-        flat = logits.permute(0, 2, 3, 1).reshape(-1, c).numpy()
-        lab = batch["mask"].reshape(-1).numpy()
+    for res in predict_dataset(model, ds, batch_size=batch_size, mode=LOGITS):
+        logits = res["logits"]  # [C, H, W] at the tile size
+        flat = logits.reshape(logits.shape[0], -1).T
+        lab = res["mask"].reshape(-1)
         # keep every lane pixel and a sample of background: background would swamp the fit
         lane = np.flatnonzero(lab > 0)
         bg = np.flatnonzero(lab == 0)
-        take = min(len(bg), per_image * len(logits))
+        take = min(len(bg), per_image)
         idx = np.concatenate([lane, rng.choice(bg, take, replace=False) if take else bg[:0]])
         zs.append(flat[idx])
         ys.append(lab[idx])

@@ -126,7 +126,7 @@ def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _gallery(bundle_dir, data_dir, result: dict, worst: pd.DataFrame) -> list[str]:
     import matplotlib.pyplot as plt
 
-    from roadvision.training.datasets import read_image
+    from roadvision.runtime.readers import read_image
 
     items = []
     if result["task"] == "roadwork":
@@ -138,15 +138,16 @@ def _gallery(bundle_dir, data_dir, result: dict, worst: pd.DataFrame) -> list[st
                          f"{row['weather']} / {row['daytime']}", fontsize=7)
             items.append(_img(_png(fig), str(row["id"])))
         return items
-    from roadvision.evaluation.inference import predict_dataset
     from roadvision.models.bundle import load_bundle
-    from roadvision.training.datasets import ManifestDataset, load_rows
+    from roadvision.runtime.dataset import ManifestDataset
+    from roadvision.runtime.inference import predict_dataset
+    from roadvision.runtime.readers import load_rows
 
     model = load_bundle(bundle_dir)
     rows = load_rows(data_dir, None)
     rows = rows.set_index(rows["id"].astype(str)).loc[worst["id"].astype(str)].reset_index(
         drop=True)
-    ds = ManifestDataset(data_dir, rows, model.cfg, train=False)
+    ds = ManifestDataset(data_dir, rows, model.cfg)
     for (_, row), res in zip(rows.iterrows(), predict_dataset(model, ds, batch_size=4),
                              strict=True):
         image = read_image(data_dir, row["image"])

@@ -15,17 +15,17 @@ import numpy as np
 import pandas as pd
 
 from roadvision.errors import UserError
-from roadvision.evaluation.metrics import (
+from roadvision.evaluation.slices import (
+    classification_slices,
+    confidence_slices,
+    segmentation_slices,
+)
+from roadvision.metrics import (
     classification_metrics,
     image_lane_iou,
     reliability_bins,
     seg_confusion,
     segmentation_metrics,
-)
-from roadvision.evaluation.slices import (
-    classification_slices,
-    confidence_slices,
-    segmentation_slices,
 )
 
 __all__ = ["evaluate", "evaluate_model", "PROTOCOLS", "TTA_MODES"]
@@ -53,12 +53,11 @@ def evaluate(
     NATIX levels under that protocol), ``calibration`` and ``n``.
     """
     from roadvision.models.bundle import bundle_version, load_bundle
-    from roadvision.training.loop import resolve_device
+    from roadvision.runtime.device import resolve_device
 
-    dev = resolve_device(device)
-    model = load_bundle(bundle_dir, device=dev)
+    model = load_bundle(bundle_dir, device=resolve_device(device))
     result, preds = evaluate_model(model, data_dir, split=split, tta=tta, protocol=protocol,
-                                   batch_size=batch_size, device=dev, seed=seed)
+                                   batch_size=batch_size, seed=seed)
     result["bundle"] = {"path": Path(bundle_dir).name, "version": bundle_version(bundle_dir)}
     if out_dir is not None:
         out = Path(out_dir)
@@ -75,13 +74,14 @@ def evaluate_model(
     tta: str = "none",
     protocol: str | None = None,
     batch_size: int = 16,
-    device: Any = "cpu",
     seed: int = 0,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Like :func:`evaluate` for an in-memory model; returns (metrics, predictions frame)."""
-    from roadvision.evaluation.inference import predict_dataset
+    """Like :func:`evaluate` for an in-memory model, on the device it is on (in that
+    device's precision policy, as serving runs it); returns (metrics, predictions frame)."""
     from roadvision.evaluation.natix import natix_hook, natix_level
-    from roadvision.training.datasets import ManifestDataset, load_rows
+    from roadvision.runtime.dataset import ManifestDataset
+    from roadvision.runtime.inference import predict_dataset
+    from roadvision.runtime.readers import load_rows
 
     if tta not in TTA_MODES:
         raise UserError(f"tta {tta!r} is not one of {TTA_MODES}")
@@ -92,7 +92,7 @@ def evaluate_model(
         raise UserError("the NATIX protocol applies to roadwork models only")
     rows = load_rows(data_dir, None if split is None else [split])
     natix = protocol == "natix"
-    ds = ManifestDataset(data_dir, rows, model.cfg, train=False,
+    ds = ManifestDataset(data_dir, rows, model.cfg,
                          image_hook=natix_hook(seed) if natix else None,
                          with_metadata=not natix)
     base = pd.DataFrame({"id": rows["id"].astype(str), "image": rows["image"].astype(str)})
@@ -103,7 +103,7 @@ def evaluate_model(
                               "calibration": {"temperature": model.cfg.temperature,
                                               "logit_bias": model.cfg.logit_bias,
                                               "threshold": model.cfg.threshold}}
-    res = list(predict_dataset(model, ds, batch_size=batch_size, device=device, mode=tta))
+    res = list(predict_dataset(model, ds, batch_size=batch_size, mode=tta))
     if task == "roadwork":
         probs = np.array([r["prob"] for r in res])
         labels = rows["label"].to_numpy().astype(int)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from roadvision.evaluation.metrics import mcc, segmentation_metrics
+from roadvision.metrics import mcc, segmentation_metrics
 
 __all__ = ["SLICE_FIELDS", "CONFIDENCE_EDGES", "slice_key", "classification_slices",
            "confidence_slices", "segmentation_slices"]

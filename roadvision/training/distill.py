@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from roadvision.errors import UserError
+from roadvision.runtime.device import resolve_device
+from roadvision.runtime.precision import PrecisionPolicy
 from roadvision.training.config import TrainConfig
 from roadvision.training.datasets import MultiConfigDataset
-from roadvision.training.loop import TrainResult, fit, resolve_device, seed_everything
+from roadvision.training.loop import TrainResult, fit, seed_everything
 from roadvision.training.train import build_datasets, build_model, dataset_extra
 
 __all__ = ["distill", "teacher_probabilities", "soft_kl"]
@@ -76,7 +78,8 @@ def distill(teacher_bundles: Sequence[str | Path], data_dir: str | Path, out_dir
     if cfg.preset is None:
         raise UserError("distill needs cfg.preset: the student's model preset")
     device = resolve_device(cfg.device)
-    teachers = [load_bundle(p, device=device).eval() for p in teacher_bundles]
+    policy = PrecisionPolicy.for_device(device)  # the student's: the loop's autocast runs both
+    teachers = [policy.prepare_model(load_bundle(p, device=device)) for p in teacher_bundles]
     seed_everything(cfg.seed, cfg.deterministic, device)
     student = build_model(data_dir, cfg)
     task = student.cfg.task

@@ -2,10 +2,12 @@
 
 AdamW with linear warmup + cosine decay per optimiser step, gradient accumulation, gradient
 clipping, early stopping on the validation headline metric (roadwork MCC at 0.5, lanes mIoU
-without background), a seeded GPS-weighted sampler, bf16 autocast and channels-last on CUDA
-only, optional ``torch.compile``, a progress bar, per-epoch metrics to ``history.json`` and to
-MLflow when a run is active. A checkpoint after every epoch makes a killed run resumable with
-bit-identical results on CPU. Only the train and val splits are ever read.
+without background), a seeded GPS-weighted sampler, the device's precision policy
+(``roadvision.runtime.precision``: bf16 autocast and channels-last on CUDA only, as evaluation
+and serving run), optional ``torch.compile``, a progress bar, per-epoch metrics to
+``history.json`` and to MLflow when a run is active. A checkpoint after every epoch makes a
+killed run resumable with bit-identical results on CPU. Only the train and val splits are ever
+read.
 """
 
 from __future__ import annotations
@@ -25,14 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from roadvision.errors import UserError
-from roadvision.evaluation.inference import autocast, predict_dataset, to_device
-from roadvision.evaluation.metrics import (
-    classification_metrics,
-    seg_confusion,
-    segmentation_metrics,
-)
+from roadvision.metrics import classification_metrics, seg_confusion, segmentation_metrics
 from roadvision.progress import track
+from roadvision.runtime.device import resolve_device
+from roadvision.runtime.inference import LOGITS, predict_dataset
+from roadvision.runtime.precision import PrecisionPolicy
 from roadvision.training.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -43,7 +42,7 @@ from roadvision.training.config import TrainConfig
 from roadvision.training.sampler import ResumableSampler
 from roadvision.training.schedule import create_scheduler
 
-__all__ = ["TrainResult", "fit", "validate", "collate_batch", "resolve_device", "seed_everything"]
+__all__ = ["TrainResult", "fit", "validate", "collate_batch", "seed_everything"]
 
 LossFn = Callable[[dict[str, Any], dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
 BUNDLE_DIR = "bundle"
@@ -60,14 +59,6 @@ class TrainResult:
     best_epoch: int = -1
     stopped_early: bool = False
     finished: bool = True  # False when stop_after_epochs ended the call before cfg.epochs
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
 
 
 def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
@@ -91,16 +82,14 @@ def collate_batch(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def validate(model: torch.nn.Module, dataset: Any, batch_size: int,
-             device: torch.device) -> dict[str, Any]:
-    """Validation metrics; ``headline`` is the selection metric (higher is better).
-
-    Roadwork uses the raw logits at 0 (probability 0.5): calibration is fitted after training.
+def validate(model: torch.nn.Module, dataset: Any, batch_size: int) -> dict[str, Any]:
+    """Validation metrics on the model's device; ``headline`` is the selection metric (higher
+    is better). Roadwork uses the raw logits at 0 (probability 0.5): calibration is fitted
+    after training.
     """
     task = model.cfg.task
     if task == "roadwork":
-        res = list(predict_dataset(model, dataset, batch_size=batch_size, device=device,
-                                   mode="logits"))
+        res = list(predict_dataset(model, dataset, batch_size=batch_size, mode=LOGITS))
         labels = np.array([r["label"] for r in res])
         probs = 1.0 / (1.0 + np.exp(-np.array([r["logit"] for r in res])))
         m = classification_metrics(labels, probs)
@@ -108,7 +97,7 @@ def validate(model: torch.nn.Module, dataset: Any, batch_size: int,
                                                             "ece")}}
     n = model.cfg.num_classes
     cm = np.zeros((n, n), np.int64)
-    for r in predict_dataset(model, dataset, batch_size=batch_size, device=device, mode="none"):
+    for r in predict_dataset(model, dataset, batch_size=batch_size, mode="none"):
         cm += seg_confusion(r["mask"], r["pred"], n)
     m = segmentation_metrics(cm, model.cfg.classes)
     out = {"headline": m["miou_no_bg"] or 0.0, "miou": m["miou"], "miou_no_bg": m["miou_no_bg"]}
@@ -162,10 +151,9 @@ def fit(
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(cfg.to_json())
     device = resolve_device(cfg.device)
+    policy = PrecisionPolicy.for_device(device)
     seed_everything(cfg.seed, cfg.deterministic, device)
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    policy.prepare_model(model.to(device))
     forward = torch.compile(model) if cfg.compile else model
 
     sampler = ResumableSampler(len(train_ds), train_ds.weights() if cfg.use_weights else None,
@@ -215,10 +203,8 @@ def fit(
             if i >= batches:
                 break
             data_seconds += time.perf_counter() - t_fetch
-            batch = to_device(batch, device)
-            if device.type == "cuda" and "image" in batch:
-                batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
-            with autocast(device):
+            batch = policy.prepare_batch(batch)
+            with policy.autocast():
                 outputs = forward(batch)
                 loss, parts = loss_fn(outputs, batch)
             if not torch.isfinite(loss):
@@ -236,7 +222,7 @@ def fit(
             seen += 1
             t_fetch = time.perf_counter()
         train_seconds = time.perf_counter() - t0
-        val = validate(model, val_ds, eval_bs, device)
+        val = validate(model, val_ds, eval_bs)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": round(time.perf_counter() - t0, 3),
                   "train_seconds": round(train_seconds, 4), "train_steps": seen,

@@ -7,9 +7,12 @@ from typing import Any
 
 from roadvision.data.contract import DatasetInfo, read_info
 from roadvision.errors import UserError
+from roadvision.runtime.dataset import ManifestDataset
+from roadvision.runtime.device import resolve_device
+from roadvision.runtime.readers import load_rows
 from roadvision.training.config import TrainConfig
-from roadvision.training.datasets import ManifestDataset, load_rows
-from roadvision.training.loop import TrainResult, fit, resolve_device, seed_everything
+from roadvision.training.datasets import TrainingDataset
+from roadvision.training.loop import TrainResult, fit, seed_everything
 
 __all__ = ["train", "build_model", "build_datasets", "dataset_extra"]
 
@@ -37,13 +40,13 @@ def build_model(data_dir: str | Path, cfg: TrainConfig) -> Any:
 
 
 def build_datasets(data_dir: str | Path, model_cfg: Any, cfg: TrainConfig
-                   ) -> tuple[ManifestDataset, ManifestDataset]:
+                   ) -> tuple[TrainingDataset, ManifestDataset]:
     """Train (augmented) and val datasets. Only these two splits are ever read here."""
     train_rows = load_rows(data_dir, ["train"])
     val_rows = load_rows(data_dir, ["val"])
-    train_ds = ManifestDataset(data_dir, train_rows, model_cfg, train=True, augment=cfg.augment,
+    train_ds = TrainingDataset(data_dir, train_rows, model_cfg, augment=cfg.augment,
                                crop_size=cfg.crop_size, lane_crop_p=cfg.lane_crop_p, seed=cfg.seed)
-    val_ds = ManifestDataset(data_dir, val_rows, model_cfg, train=False)
+    val_ds = ManifestDataset(data_dir, val_rows, model_cfg)
     return train_ds, val_ds
 
 

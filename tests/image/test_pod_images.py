@@ -64,16 +64,16 @@ def champion(cluster, tmp_path_factory):
     """``roadwork`` v1 @champion, registered by the local pipeline through the server."""
     from roadvision.pipelines.compile import DEFAULT_OUT
     from roadvision.pipelines.local import run_local
-    from roadvision.pipelines.params import from_preset
+    from roadvision.pipelines.run_profiles import from_run_profile
 
     mlflow = cluster["mlflow"]
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "ROADVISION_HOME",
                                             "OMP_NUM_THREADS", "ROADVISION_PIPELINE_RUN_ID")}
     os.environ["ROADVISION_HOME"] = str(tmp_path_factory.mktemp("rvhome"))
     try:
-        params = from_preset("tiny", task="roadwork", members=1, model_name="roadwork",
-                             experiment="roadvision-image-test",
-                             mlflow_tracking_uri=mlflow.url)
+        params = from_run_profile("tiny", task="roadwork", members=1, model_name="roadwork",
+                                  experiment="roadvision-image-test",
+                                  mlflow_tracking_uri=mlflow.url)
         result = run_local(params, pipeline_file=DEFAULT_OUT,
                            root=tmp_path_factory.mktemp("runs"), echo=False)
     finally:
@@ -193,7 +193,7 @@ def test_compiled_train_step_runs_in_the_training_image(cluster, champion, tmp_p
     from mlflow.tracking import MlflowClient
 
     from roadvision.pipelines.compile import DEFAULT_OUT
-    from roadvision.pipelines.params import from_preset
+    from roadvision.pipelines.run_profiles import from_run_profile
 
     mlflow = cluster["mlflow"]
     spec, platform = list(yaml.safe_load_all(Path(DEFAULT_OUT).read_text()))
@@ -201,7 +201,7 @@ def test_compiled_train_step_runs_in_the_training_image(cluster, champion, tmp_p
     inputs = spec["components"]["comp-train"]["inputDefinitions"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train"]
 
-    tiny = from_preset("tiny", task="roadwork")
+    tiny = from_run_profile("tiny", task="roadwork")
     experiment = "roadvision-image-train-step"
     values = {**{k: getattr(tiny, k) for k in inputs["parameters"] if hasattr(tiny, k)},
               "member": 0, "experiment": experiment, "mlflow_tracking_uri": mlflow.cluster_url}
@@ -210,7 +210,8 @@ def test_compiled_train_step_runs_in_the_training_image(cluster, champion, tmp_p
     tmp = emptydir()
     try:
         kfp = tmp / "kfp"
-        shutil.copytree(champion.outputs["gps-weighting"]["weighted_dataset"], kfp / "in" / "data")
+        shutil.copytree(champion.steps["gps_weighting"]["artifacts"]["weighted_dataset"],
+                        kfp / "in" / "data")
         (kfp / "out").mkdir()
         for path in (kfp, kfp / "out"):
             os.chown(path, 10001, 10001)
@@ -221,7 +222,9 @@ def test_compiled_train_step_runs_in_the_training_image(cluster, champion, tmp_p
                         "artifacts": {
                             "model": _artifact("model", "system.Model", "/tmp/kfp/out/model"),
                             "metrics": _artifact("metrics", "system.Metrics",
-                                                 "/tmp/kfp/out/metrics")},
+                                                 "/tmp/kfp/out/metrics"),
+                            "result": _artifact("result", "system.Artifact",
+                                                "/tmp/kfp/out/result")},
                         "outputFile": "/tmp/kfp/out/executor_output.json"}}
         args = [json.dumps(executor_input) if a == "{{$}}" else a for a in container["args"]]
         # The env the compiled pipeline asks Kubernetes for: the Secrets' keys and the run id.
@@ -246,6 +249,8 @@ def test_compiled_train_step_runs_in_the_training_image(cluster, champion, tmp_p
         assert -1.0 <= float(output["parameterValues"]["Output"]) <= 1.0  # an MCC
         assert (kfp / "out" / "model" / "config.json").exists(), sorted(
             p.name for p in (kfp / "out" / "model").iterdir())
+        result = json.loads((kfp / "out" / "result").read_text())
+        assert result["task"] == "train-member-0" and result["status"] == "succeeded"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     client = MlflowClient(tracking_uri=mlflow.url)

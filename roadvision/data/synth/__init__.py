@@ -14,7 +14,6 @@ published real-data numbers.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,13 @@ from roadvision.data.contract import TASKS, DatasetInfo, classes_for, write_data
 from roadvision.data.output import OutputFolder
 from roadvision.data.synth import _raster as R
 from roadvision.data.synth.cities import CITIES, CITY_NAMES, City, draw_city, draw_gps
+from roadvision.data.synth.sizes import SIZES, NamedSize
+from roadvision.data.synth.uri import parse_synth_uri
 from roadvision.errors import UserError
 from roadvision.progress import track
 
-__all__ = ["generate", "render_sample", "sample_rng", "PRESETS", "Preset", "GENERATOR_VERSION",
-           "MAX_SIZE", "CITIES", "CITY_NAMES"]
+__all__ = ["generate", "render_sample", "sample_rng", "SIZES", "NamedSize", "GENERATOR_VERSION",
+           "MAX_SIZE", "CITIES", "CITY_NAMES", "parse_synth_uri"]
 
 #: Bumped whenever a change alters the pixels or metadata a seed produces.
 GENERATOR_VERSION = "1"
@@ -45,34 +46,18 @@ POSITIVE_P = 0.5
 _TASK_CODE = {"lanes": 1, "roadwork": 2}
 
 
-@dataclass(frozen=True)
-class Preset:
-    """Image size per task (width, height)."""
-
-    lanes: tuple[int, int]
-    roadwork: tuple[int, int]
-    description: str
-
-
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset((64, 64), (96, 96), "very small images for fast tests"),
-    "demo": Preset((128, 128), (160, 120), "small images: the demo pipeline trains on CPU"),
-    "bench": Preset((256, 256), (320, 240), "benchmark size"),
-    "default": Preset((512, 512), (640, 480), "realistic sizes"),
-}
-
-
-def _check_args(task: str, n: int, preset: str, size, num_classes: int) -> tuple[int, int]:
+def _check_args(task: str, n: int, size, num_classes: int) -> tuple[int, int]:
     if task not in TASKS:
         raise UserError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-    if preset not in PRESETS:
-        raise UserError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     if not isinstance(n, int | np.integer) or n < 1:
         raise UserError(f"n must be a positive integer, got {n!r}")
     if task == "lanes" and num_classes not in (4, 12):
         raise UserError(f"lanes supports num_classes 4 or 12, not {num_classes}")
-    if size is None:
-        return getattr(PRESETS[preset], task)
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise UserError(f"unknown size {size!r}; named sizes: {', '.join(SIZES)} "
+                            "(or a width and height)")
+        return getattr(SIZES[size], task)
     try:
         width, height = (int(v) for v in size)
     except (TypeError, ValueError):
@@ -160,24 +145,24 @@ def _roadwork_sample(rng, city: City, width, height, nulls, gps, quality, positi
             "quality": quality}
 
 
-def generate(task: str, n: int, seed: int, out: str | Path, preset: str = "default",
-             size: tuple[int, int] | None = None, num_classes: int = 4, *,
+def generate(task: str, n: int, seed: int, out: str | Path,
+             size: str | tuple[int, int] = "default", num_classes: int = 4, *,
              overwrite: bool = False) -> DatasetInfo:
     """Generate ``n`` samples of ``task`` into ``out`` (data contract); returns the info.
 
-    ``size=(width, height)`` overrides the preset's image size (up to 4032x3024). A non-empty
+    ``size`` is a name in ``SIZES`` or ``(width, height)`` (16x16 up to 4032x3024). A non-empty
     ``out`` that is not this generator's output for the same arguments is refused unless
     ``overwrite``; the data set is written aside and swapped in whole (``data.output``).
     """
-    width, height = _check_args(task, n, preset, size, num_classes)
-    inputs = {"task": task, "n": int(n), "seed": int(seed), "preset": preset,
-              "size": [width, height], "num_classes": num_classes,
-              "generator_version": GENERATOR_VERSION}
+    width, height = _check_args(task, n, size, num_classes)
+    inputs = {"task": task, "n": int(n), "seed": int(seed), "size": [width, height],
+              "num_classes": num_classes, "generator_version": GENERATOR_VERSION}
+    size_name = size if isinstance(size, str) else f"{width}x{height}"
     with OutputFolder(out, command="data synth", inputs=inputs, overwrite=overwrite) as tmp:
-        return _generate(task, n, seed, tmp, preset, width, height, num_classes)
+        return _generate(task, n, seed, tmp, size_name, width, height, num_classes)
 
 
-def _generate(task: str, n: int, seed: int, out: Path, preset: str, width: int, height: int,
+def _generate(task: str, n: int, seed: int, out: Path, size_name: str, width: int, height: int,
               num_classes: int) -> DatasetInfo:
     (out / "images").mkdir(parents=True, exist_ok=True)
     if task == "lanes":
@@ -202,8 +187,8 @@ def _generate(task: str, n: int, seed: int, out: Path, preset: str, width: int, 
         })
     df = pd.DataFrame(rows)
     info = DatasetInfo(task=task, classes=classes_for(task, num_classes if task == "lanes" else 4),
-                       synthetic=True, source=f"synth:{preset}",
-                       extra={"seed": int(seed), "preset": preset,
+                       synthetic=True, source=f"synth:{size_name}",
+                       extra={"seed": int(seed), "size_name": size_name,
                               "generator_version": GENERATOR_VERSION,
                               "size": [width, height], "cities": list(CITY_NAMES)})
     return write_dataset(out, df, info)

@@ -1,4 +1,5 @@
-"""Pure-numpy metrics for both tasks.
+"""Pure-numpy metrics for both tasks, on the ground floor: training selects on them,
+evaluation and the benchmarks report them, and neither imports the other to get them.
 
 No torch and no scikit-learn here on purpose: these functions decide which model is promoted,
 so they are small enough to check by hand (``tests/test_metrics.py`` does) and they never depend
