@@ -10,7 +10,6 @@ environment reaches the worker processes a framework starts; its command line ma
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
 import sys
 
@@ -20,13 +19,7 @@ from torch import nn
 from roadvision.data.images import decode_image
 from roadvision.models import load_bundle
 from roadvision.models.preprocess import prepare_sample
-
-# The batched inference path moves from roadvision.models to the runtime floor (issue 12); take
-# it from wherever this checkout has it, so the benchmark runs before and after the move.
-if importlib.util.find_spec("roadvision.runtime.inference") is not None:
-    from roadvision.runtime.inference import predict
-else:
-    from roadvision.models.inference import predict
+from roadvision.runtime.inference import predict
 
 #: torch threads in every server, as in bench_serving.py.
 THREADS = 1
