@@ -13,6 +13,9 @@ export TRANSFORMERS_OFFLINE := 1
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 
 .PHONY: demo test bench lint system-deps venv clean
+# Test processes (pytest-xdist): one per core; a file's tests stay together in one process,
+# in order, so module-scoped servers are started once. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +32,7 @@ demo: $(STAMP) system-deps
 	$(PY) -m roadvision.demo
 
 test: $(STAMP) system-deps
-	ROADVISION_QUIET=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	ROADVISION_QUIET=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP) system-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)

@@ -27,6 +27,10 @@ COMMANDS: dict[str, list[str]] = {
     "ml-ablation": ["benchmarks.bench_ml", "ablation"],
     "ml-student": ["benchmarks.bench_ml", "student"],
     "ml-pretrained": ["benchmarks.bench_ml", "pretrained"],
+    "cross-domain": ["benchmarks.bench_cross_domain"],
+    "cross-domain-quick": ["benchmarks.bench_cross_domain", "--quick"],
+    "drift": ["benchmarks.bench_drift"],
+    "geo": ["benchmarks.bench_geo"],
 }
 QUICK = ["data", "models", "serving", "pipeline", "ml-throughput"]
 

@@ -31,7 +31,8 @@ from kfp import dsl
 
 __all__ = ["TRAIN_IMAGE", "component", "step_run", "step_result", "RESULT_SCHEMA",
            "current_pipeline_run_id", "log_metrics", "set_metadata", "ensure_file",
-           "publish_metrics", "read_json", "write_json", "code_version", "finish_pipeline_run"]
+           "publish_metrics", "read_json", "write_json", "code_version", "finish_pipeline_run",
+           "name_output", "open_pipeline_run", "log_pipeline_metrics"]
 
 #: The base image of every step (built from Dockerfile.train). ``roadvision pipeline compile
 #: --image`` or ``ROADVISION_TRAIN_IMAGE`` override it for a compiled pipeline.
@@ -119,6 +120,17 @@ def ensure_file(artifact) -> None:
     path = Path(artifact.path)
     if not path.exists():
         write_json(path, dict(artifact.metadata))
+
+
+def name_output(artifact, file_name: str) -> None:
+    """Give an output artifact a file name of its own (``error_analysis.html``) in place of
+    KFP's bare output name, so that a browser opening the file shows a page, not its source.
+
+    Call before writing it. KFP (kfp.local and the cluster's launcher alike) takes the URI a
+    component hands back; only the last path part changes, the file stays in the step's folder.
+    """
+    head, _, _ = artifact.uri.rpartition("/")
+    artifact.uri = f"{head}/{file_name}"
 
 
 def set_metadata(artifact, values: Mapping[str, Any]) -> None:
@@ -215,6 +227,44 @@ def step_run(step: str, pipeline_run_id: str | None = None, *, experiment: str =
         if params:
             mlflow.log_params({k: _param(v) for k, v in params.items()})
         yield run
+
+
+def open_pipeline_run(pipeline_run_id: str, params: Mapping[str, Any], *,
+                      experiment: str = "roadvision", tracking_uri: str = "") -> str:
+    """Make (or find) the pipeline's parent run before its steps start and log the pipeline's
+    parameters on it, so that the parent run in MLflow's UI says what the run was asked to do.
+    Returns the parent run's id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    from roadvision import registry
+
+    registry.configure(tracking_uri or None)
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or registry.ensure_experiment(
+        experiment)
+    parent = _parent_run(experiment_id, pipeline_run_id)
+    MlflowClient().log_batch(parent, params=[Param(str(k), _param(v))
+                                             for k, v in sorted(params.items())])
+    return parent
+
+
+def log_pipeline_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
+    """Headline numbers (top-level scalars of ``metrics``) onto the pipeline's parent run of the
+    active step run, where a reader of the pipeline run looks first; no-op outside a pipeline."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    run = mlflow.active_run()
+    parent = run.data.tags.get("mlflow.parentRunId") if run is not None else None
+    if not parent:
+        return
+    from roadvision.registry import flatten_metrics
+
+    flat = flatten_metrics({k: v for k, v in metrics.items() if not isinstance(v, Mapping)},
+                           prefix=prefix)
+    client = MlflowClient()
+    for key, value in flat.items():
+        client.log_metric(parent, key, value)
 
 
 def _param(value: Any) -> str:

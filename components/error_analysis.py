@@ -15,7 +15,11 @@ __all__ = ["run_error_analysis", "error_analysis"]
 def run_error_analysis(bundle_dir: str | Path, data_dir: str | Path, report_path: str | Path, *,
                        split: str = "test", pipeline_run_id: str | None = None,
                        experiment: str = "roadvision", tracking_uri: str = "") -> Path:
-    """Write the error analysis HTML to ``report_path`` (a file) and log it to MLflow."""
+    """Write the error analysis HTML to ``report_path`` (a file) and log it to MLflow.
+
+    The model is not registered yet at this step, so the title names the bundle; the register
+    step retitles the copy it keeps beside the registered version (``report.html``).
+    """
     import mlflow
 
     from roadvision.components._base import step_run
@@ -35,9 +39,10 @@ def run_error_analysis(bundle_dir: str | Path, data_dir: str | Path, report_path
 def error_analysis(model: Input[Model], data: Input[Dataset], report: Output[HTML],
                    result: Output[Artifact], experiment: str, mlflow_tracking_uri: str):
     """Error analysis of the model on the test split (HTML, shown in the KFP UI)."""
-    from roadvision.components._base import step_result
+    from roadvision.components._base import name_output, step_result
     from roadvision.components.error_analysis import run_error_analysis
 
+    name_output(report, "error_analysis.html")  # a browser opens the local file as a page
     with step_result(result, "error_analysis", outputs={"report": report}) as out:
         run_error_analysis(model.path, data.path, report.path, experiment=experiment,
                            tracking_uri=mlflow_tracking_uri)

@@ -3,7 +3,8 @@
 Used for every ensemble member and for the distilled student. The full metrics dict (slices
 included) is written as JSON into the ``Metrics`` artifact's file, so that register and gate
 read exactly what was measured; scalars also go to the artifact's metadata (KFP UI) and to
-MLflow. Roadwork also fills a ``ClassificationMetrics`` artifact (confusion matrix + ROC).
+MLflow. The ``ClassificationMetrics`` artifact holds roadwork's confusion matrix and ROC, and
+lanes' class confusion matrix (pixels, rows = truth).
 """
 
 # No `from __future__ import annotations`: KFP reads the component signature's real types.
@@ -15,7 +16,8 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Mo
 
 from roadvision.components._base import component
 
-__all__ = ["run_evaluate", "classification_curves", "evaluation_task", "evaluate"]
+__all__ = ["run_evaluate", "classification_curves", "class_confusion", "log_classification",
+           "evaluation_task", "evaluate"]
 
 
 def classification_curves(predictions: Path, max_points: int = 50) -> dict[str, Any] | None:
@@ -39,6 +41,30 @@ def classification_curves(predictions: Path, max_points: int = 50) -> dict[str, 
     roc = [(float(((p >= t) & (y == 0)).sum() / neg), float(((p >= t) & (y == 1)).sum() / pos),
             float(t)) for t in thresholds[::-1]]
     return {"matrix": matrix, "roc": roc}
+
+
+def class_confusion(measured: dict[str, Any]) -> tuple[list[str], list[list[int]]] | None:
+    """A lanes evaluation's class names and pixel confusion matrix (rows = truth), for the KFP
+    UI's ``ClassificationMetrics``; None when the metrics hold none (roadwork)."""
+    metrics = measured.get("metrics") or {}
+    matrix, per_class = metrics.get("confusion_matrix"), metrics.get("per_class_iou")
+    if not matrix or not isinstance(per_class, dict) or len(per_class) != len(matrix):
+        return None
+    return list(per_class), [[int(v) for v in row] for row in matrix]
+
+
+def log_classification(classification: Any, measured: dict[str, Any],
+                       curves: dict[str, Any] | None) -> None:
+    """Fill the ``ClassificationMetrics`` artifact: roadwork's confusion matrix and ROC from
+    the predictions (``curves``), lanes' class confusion matrix from the metrics."""
+    if curves:
+        classification.log_confusion_matrix(["no_roadwork", "roadwork"], curves["matrix"])
+        fpr, tpr, thr = zip(*curves["roc"], strict=True)
+        classification.log_roc_curve(list(fpr), list(tpr), list(thr))
+        return
+    confusion = class_confusion(measured)
+    if confusion is not None:
+        classification.log_confusion_matrix(*confusion)
 
 
 def evaluation_task(name: str, model_metadata: dict[str, Any]) -> str:
@@ -75,7 +101,7 @@ def evaluate(model: Input[Model], data: Input[Dataset], metrics: Output[Metrics]
              tta: str, experiment: str, mlflow_tracking_uri: str) -> float:
     """Evaluate a bundle on the test split; returns the headline metric."""
     from roadvision.components._base import ensure_file, publish_metrics, step_result
-    from roadvision.components.evaluate import evaluation_task, run_evaluate
+    from roadvision.components.evaluate import evaluation_task, log_classification, run_evaluate
 
     task = evaluation_task(name, dict(model.metadata))
     with step_result(result, "evaluate", task, outputs={"metrics": metrics}) as out:
@@ -87,9 +113,6 @@ def evaluate(model: Input[Model], data: Input[Dataset], metrics: Output[Metrics]
                     "headline": float(headline) if isinstance(headline, (int, float))
                     else float("nan")})
     publish_metrics(metrics, {k: v for k, v in measured.items() if k != "slices"})
-    if curves:
-        classification.log_confusion_matrix(["no_roadwork", "roadwork"], curves["matrix"])
-        fpr, tpr, thr = zip(*curves["roc"], strict=True)
-        classification.log_roc_curve(list(fpr), list(tpr), list(thr))
+    log_classification(classification, measured, curves)
     ensure_file(classification)
     return out["headline"]

@@ -56,8 +56,7 @@ def run_gate(metrics_path: str | Path, data_dir: str | Path, version: str, *, ta
                           champion_version=current.version if champion_metrics else None)
         registry.tag_version(name, version, {
             "gate.decision": decision.decision, "gate.reason": decision.reason,
-            "gate.champion_version": decision.champion_version or "none",
-            "gate.config": vars(cfg)})
+            "gate.champion_version": decision.champion_version or "none"})  # config: run params
         mlflow.set_tags({"gate.decision": decision.decision, "gate.reason": decision.reason[:5000]})
         for path, text in ((markdown_path, decision.to_markdown()),
                            (html_path, decision.to_html())):
@@ -77,9 +76,11 @@ def gate(metrics: Input[Metrics], data: Input[Dataset], version: str, report_md:
          tta: str, min_delta: float, slice_tolerance: float, absolute_floor: float,
          min_slice_size: int, experiment: str, mlflow_tracking_uri: str) -> bool:
     """Challenger vs champion on the same test split; True = promote."""
-    from roadvision.components._base import step_result
+    from roadvision.components._base import name_output, step_result
     from roadvision.components.gate import run_gate
 
+    name_output(report_md, "gate_report.md")  # files a browser or an editor opens as they are
+    name_output(report_html, "gate_report.html")
     outputs = {"report_md": report_md, "report_html": report_html}
     with step_result(result, "gate", outputs=outputs) as out:
         out.update(run_gate(metrics.path, data.path, version, task=task, model_name=model_name,

@@ -1,13 +1,15 @@
 """Step 10, register: the student bundle into the MLflow registry as ``@challenger``.
 
-The version carries what an operator needs to trust it without opening the run: the data
-set's content hash, the code version, the pipeline run id, the headline and every slice
-metric (``metric.*`` tags), the teachers' headlines; the error analysis report is logged
-beside the model.
+The version carries, in a few tags, what an operator needs to trust it without opening the
+run: the data set's content hash and whether it is synthetic, the code version, the pipeline
+run id, the headline (``metric.headline``). Every metric (slices included) and the teachers'
+headlines are metrics of the run that logged the model (and of the logged model); the data set
+is the run's input; the error analysis report, titled with the registered name and version,
+sits beside the model's files as ``report.html``. The headline numbers also go onto the
+pipeline's parent run.
 """
 
 # No `from __future__ import annotations`: KFP reads the component signature's real types.
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +25,16 @@ def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str
                  teacher_headlines: list[float] | None = None, pipeline_run_id: str | None = None,
                  experiment: str = "roadvision", tracking_uri: str = "") -> dict[str, Any]:
     """Register the bundle as ``@challenger``; returns ``{"model_name", "version", "alias"}``."""
-    from roadvision import registry
     from roadvision.components._base import (
         code_version,
         current_pipeline_run_id,
+        log_metrics,
+        log_pipeline_metrics,
         read_json,
         step_run,
     )
     from roadvision.data.contract import read_info
-    from roadvision.registry import resolve_model_name
+    from roadvision.registry import RegistryClient, publish, resolve_model_name
 
     name = resolve_model_name(model_name, task)
     metrics = read_json(metrics_path)
@@ -43,14 +46,33 @@ def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str
         "dataset.synthetic": str(bool(info.synthetic)).lower(),
         "code_version": code_version(),
         "pipeline_run_id": current_pipeline_run_id(pipeline_run_id) or "manual",
-        "teacher_headlines": json.dumps([round(h, 6) for h in teachers]),
     }
-    extra = {"reports": report_path} if report_path and Path(report_path).is_file() else {}
     with step_run("register", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
                   params={"model_name": name}):
-        version = registry.register_bundle(bundle_dir, name, tags, metrics,
-                                           experiment=experiment, extra_artifacts=extra)
+        log_metrics({f"teacher_{i}": {"headline": h} for i, h in enumerate(teachers)})
+        version = publish.register_bundle(RegistryClient(), bundle_dir, name, tags, metrics,
+                                          experiment=experiment, dataset_dir=data_dir)
+        if report_path and Path(report_path).is_file():
+            _attach_report(name, version, Path(report_path))
+        # The parent run's headline numbers: the student's headline and its overall metrics.
+        log_pipeline_metrics({"headline": metrics.get("headline"), **metrics.get("metrics", {})},
+                             prefix="student.")
+        log_pipeline_metrics({f"teacher_{i}.headline": h for i, h in enumerate(teachers)})
     return {"model_name": name, "version": version, "alias": "challenger"}
+
+
+def _attach_report(name: str, version: str, report: Path) -> None:
+    """The error analysis beside the registered model as ``report.html``, its title naming
+    the version (the report was written before the version existed)."""
+    import tempfile
+
+    from roadvision.evaluation.error_analysis import model_label, retitle
+    from roadvision.registry import RegistryClient, publish
+
+    with tempfile.TemporaryDirectory() as tmp:
+        page = Path(tmp) / "report.html"
+        page.write_text(retitle(report.read_text(), model_label(name, version)))
+        publish.attach_files(RegistryClient(), name, version, {"report.html": page})
 
 
 @component

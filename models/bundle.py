@@ -13,6 +13,13 @@ A registered model version is an MLflow model holding the bundle verbatim under
 ``artifacts/bundle`` (``BUNDLE_ARTIFACT``); :func:`locate_bundle` finds the bundle in either
 layout and :func:`bundle_task` reads which task it serves, for the registry and serving alike.
 
+A roadwork bundle stores its view configuration (``model_config.view_mode``: "single" or
+"multi", decided at training time from the training images), and every reader applies it
+through ``prepare_sample``: a single-view bundle runs one view on a 640x480 input too. A bundle
+written before the field existed (or with "auto") keeps the multiview cut it always had, and
+``load_bundle`` says so in one warning; ``update_bundle_config(path, view_mode="single")`` pins
+a bundle that was trained on one view (its view embedding keeps the global view's position).
+
 The model is rebuilt as ``model_class(ModelConfig.from_dict(model_config))`` where
 ``model_class`` is looked up in a registry of our own classes (as smp's hub mixin dispatches on
 ``_model_class``). Weights are safetensors, so loading reads tensors and never unpickles code.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +54,7 @@ __all__ = [
     "update_bundle_config",
     "locate_bundle",
     "bundle_task",
+    "ViewConfigWarning",
     "BUNDLE_ARTIFACT",
     "CONFIG_FILE",
     "WEIGHTS_FILE",
@@ -58,6 +67,21 @@ FORMAT_VERSION = 1
 #: The bundle's folder name inside an MLflow model's ``artifacts/`` (the registry logs it there,
 #: the pyfunc face loads it from there, KServe's storage initializer downloads it as it is).
 BUNDLE_ARTIFACT = "bundle"
+
+
+class ViewConfigWarning(UserWarning):
+    """A roadwork bundle that does not say how it cuts images into views."""
+
+
+def _warn_unpinned_views(path: str | Path, cfg: ModelConfig) -> None:
+    if cfg.task != "roadwork" or cfg.view_mode != "auto":
+        return
+    warnings.warn(
+        f"{path}: the bundle does not store its view configuration (made before it was "
+        f"recorded); it keeps the multiview cut: {cfg.num_views} views of {cfg.view_size} px "
+        f"for images over {2 * cfg.view_size} px, one view below. If it was trained on one "
+        "view, pin it: update_bundle_config(path, view_mode='single')",
+        ViewConfigWarning, stacklevel=3)
 
 
 def _read_file(root: Path, name: str) -> bytes | None:
@@ -202,6 +226,7 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> nn.Modu
     config = read_bundle_config(path)
     cls = model_class(config["model_class"])
     cfg = ModelConfig.from_dict(config["model_config"])
+    _warn_unpinned_views(path, cfg)
     model = cls(cfg, load_pretrained=False)
     weights = Path(path) / WEIGHTS_FILE
     data = _read_file(Path(path), WEIGHTS_FILE)
@@ -211,6 +236,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> nn.Modu
         state = load_safetensors(data)
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{weights}: unreadable safetensors file ({exc})") from exc
+    own_pos = getattr(model, "view_pos", None)
+    if cfg.view_mode == "single" and own_pos is not None and "view_pos" in state:
+        # pinned to one view after training with more positions: the global view's is first
+        state["view_pos"] = state["view_pos"][:, :own_pos.shape[1]]
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches

@@ -14,11 +14,19 @@ from typing import Any
 
 from roadvision.errors import UserError
 
-__all__ = ["ModelConfig", "IMAGENET_MEAN", "IMAGENET_STD", "TASKS"]
+__all__ = ["ModelConfig", "IMAGENET_MEAN", "IMAGENET_STD", "TASKS", "VIEW_MODES"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TASKS = ("lanes", "roadwork")
+#: How a roadwork model cuts an image into views (``roadvision.data.multiview``):
+#: "single": always the one global view, whatever the input size (num_views is 1);
+#: "multi": the multiview cut, ``num_views`` views for an image larger than twice view_size,
+#: the global view alone below that;
+#: "auto": not decided yet. Training decides it from the training images and stores "single"
+#: or "multi" in the bundle; a bundle that still says "auto" (or predates the field) keeps the
+#: multiview cut, with a warning when it is loaded (``models.bundle.load_bundle``).
+VIEW_MODES = ("auto", "single", "multi")
 
 
 @dataclass
@@ -34,12 +42,13 @@ class ModelConfig:
     input_size: int = 256  # lanes: training crop; larger tiles use sliding-window inference
     view_size: int = 224  # roadwork: side of each square view
     num_views: int = 12  # roadwork: views extracted from a large image (global view first)
+    view_mode: str = "auto"  # roadwork: "single", "multi" or "auto" (VIEW_MODES), see above
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
     # --- encoder (timm)
     encoder: str = "efficientnet_lite0"  # any timm model name
-    encoder_weights: str = "random"  # "random", "imagenet-lite0", or a local weights file
+    encoder_weights: str = "random"  # "random", "imagenet-lite0/1/2", or a local weights file
     drop_path_rate: float = 0.0  # stochastic depth inside the encoder (ensemble diversity)
 
     # --- lanes decoder
@@ -77,6 +86,12 @@ class ModelConfig:
             from roadvision.data.contract import classes_for
 
             self.classes = classes_for(self.task)
+        if self.view_mode not in VIEW_MODES:
+            raise UserError(f"view_mode {self.view_mode!r} is not one of {VIEW_MODES}")
+        if self.view_mode == "single":
+            self.num_views = 1  # one global view: the view embedding holds one position
+        elif self.view_mode == "multi" and self.num_views < 2:
+            raise UserError(f"view_mode 'multi' needs num_views >= 2, got {self.num_views}")
         if self.temperature <= 0:
             raise UserError(f"temperature must be > 0, got {self.temperature}")
         if self.task == "roadwork" and self.embed_dim % self.num_heads:

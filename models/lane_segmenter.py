@@ -19,7 +19,7 @@ from roadvision.data.contract import classes_for
 
 from ._registry import register_model, register_model_class
 from .config import ModelConfig
-from .encoders import LITE0_WEIGHTS, FeatureEncoder
+from .encoders import LITE0_WEIGHTS, LITE1_WEIGHTS, LITE2_WEIGHTS, FeatureEncoder
 from .layers import FPNDecoder
 
 __all__ = ["LaneSegmenter", "SegmentationHead"]
@@ -87,6 +87,25 @@ def lanes_tiny(**kwargs: Any) -> LaneSegmenter:
 @register_model
 def lanes_small(**kwargs: Any) -> LaneSegmenter:
     """EfficientNet-Lite0 FPN from offline ImageNet weights, stride-2 features for thin lines."""
+    return _create_lanes("lanes_small", **_small_args(kwargs))
+
+
+@register_model
+def lanes_lite1(**kwargs: Any) -> LaneSegmenter:
+    """``lanes_small`` on EfficientNet-Lite1 (ImageNet, offline)."""
+    kwargs = {"encoder": "efficientnet_lite1", "encoder_weights": LITE1_WEIGHTS, **kwargs}
+    return _create_lanes("lanes_lite1", **_small_args(kwargs))
+
+
+@register_model
+def lanes_lite2(**kwargs: Any) -> LaneSegmenter:
+    """``lanes_small`` on EfficientNet-Lite2 (ImageNet, offline)."""
+    kwargs = {"encoder": "efficientnet_lite2", "encoder_weights": LITE2_WEIGHTS, **kwargs}
+    return _create_lanes("lanes_lite2", **_small_args(kwargs))
+
+
+def _small_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """lanes_small's architecture, with ``kwargs`` on top (the Lite1/2 presets swap the encoder)."""
     model_args = dict(encoder="efficientnet_lite0", encoder_weights=LITE0_WEIGHTS, input_size=256,
                       decoder_channels=64, decoder_min_reduction=2)
-    return _create_lanes("lanes_small", **dict(model_args, **kwargs))
+    return dict(model_args, **kwargs)

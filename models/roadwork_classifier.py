@@ -26,7 +26,7 @@ from roadvision.data.contract import VOCABULARIES
 
 from ._registry import register_model, register_model_class
 from .config import ModelConfig
-from .encoders import LITE0_WEIGHTS, PooledEncoder
+from .encoders import LITE0_WEIGHTS, LITE1_WEIGHTS, LITE2_WEIGHTS, PooledEncoder
 from .layers import GatedAttentionBlock, GatedViewFusion, MetadataEncoder, ViewPruning
 
 __all__ = ["RoadworkClassifier"]
@@ -140,9 +140,29 @@ def roadwork_tiny(**kwargs: Any) -> RoadworkClassifier:
 def roadwork_small(**kwargs: Any) -> RoadworkClassifier:
     """EfficientNet-Lite0 (ImageNet, offline) per 224 px view, 12 views pruned to 6, 2 gated
     attention layers, gated fusion and metadata: the teacher / ensemble member."""
+    return _create_roadwork("roadwork_small", **_small_args(kwargs))
+
+
+def _small_args(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """roadwork_small's architecture, with ``kwargs`` on top (the Lite1/2 presets swap the
+    encoder)."""
     model_args = dict(encoder="efficientnet_lite0", encoder_weights=LITE0_WEIGHTS, view_size=224,
                       num_views=12, prune_k=6, embed_dim=192, num_heads=4, num_attn_layers=2)
-    return _create_roadwork("roadwork_small", **dict(model_args, **kwargs))
+    return dict(model_args, **kwargs)
+
+
+@register_model
+def roadwork_lite1(**kwargs: Any) -> RoadworkClassifier:
+    """``roadwork_small`` on EfficientNet-Lite1 (ImageNet, offline): ~1.3x Lite0's compute."""
+    kwargs = {"encoder": "efficientnet_lite1", "encoder_weights": LITE1_WEIGHTS, **kwargs}
+    return _create_roadwork("roadwork_lite1", **_small_args(kwargs))
+
+
+@register_model
+def roadwork_lite2(**kwargs: Any) -> RoadworkClassifier:
+    """``roadwork_small`` on EfficientNet-Lite2 (ImageNet, offline): ~1.5x Lite0's compute."""
+    kwargs = {"encoder": "efficientnet_lite2", "encoder_weights": LITE2_WEIGHTS, **kwargs}
+    return _create_roadwork("roadwork_lite2", **_small_args(kwargs))
 
 
 @register_model

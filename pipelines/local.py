@@ -37,11 +37,16 @@ from typing import Any, TextIO
 
 from roadvision.components.run_params import RunParams
 from roadvision.errors import UserError
+from roadvision.pipelines.runs import finish_record, start_record
+from roadvision.progress import PREFIX, STATE, Heartbeat
 
 __all__ = ["LocalRunResult", "run_local", "compile_to"]
 
 _TASK_LINE = re.compile(r"(Executing task|Task .* finished with status|Task .* cache hit|"
-                        r"Pipeline .* finished)")
+                        r"Pipeline .* finished|^\s*" + re.escape(PREFIX) + ")")
+#: The step names in kfp.local's start and end lines, for "still running: ..." heartbeats.
+_STARTED = re.compile(r"Executing task '([^']+)'")
+_ENDED = re.compile(r"Task '([^']+)' (?:finished|cache hit)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -94,6 +99,25 @@ class _Tee(io.TextIOBase):
 
     def __init__(self, log: TextIO, console: TextIO | None):
         self.log, self.console, self._buffer = log, console, ""
+        self.running: dict[str, int] = {}  # step -> how many run now (ParallelFor members)
+        self.heartbeat = Heartbeat(lambda: "pipeline still running", out=console) \
+            if console is not None else None
+        STATE.set_status("pipeline still running")
+
+    def _follow(self, line: str) -> None:
+        """Keep ``STATE.status`` saying which steps run now (what a heartbeat prints)."""
+        if started := _STARTED.search(line):
+            self.running[started[1]] = self.running.get(started[1], 0) + 1
+        elif ended := _ENDED.search(line):
+            if self.running.get(ended[1], 0) > 1:
+                self.running[ended[1]] -= 1
+            else:
+                self.running.pop(ended[1], None)
+        else:
+            return
+        STATE.set_status("pipeline still running: " + ", ".join(
+            f"{name} x{n}" if n > 1 else name for name, n in self.running.items())
+            if self.running else "pipeline still running")
 
     def write(self, text: str) -> int:
         self.log.write(text)
@@ -102,8 +126,11 @@ class _Tee(io.TextIOBase):
             *lines, self._buffer = self._buffer.split("\n")
             for line in lines:
                 if _TASK_LINE.search(line):
-                    self.console.write(_ANSI.sub("", line).strip() + "\n")
+                    clean = _ANSI.sub("", line).strip()
+                    self.console.write(clean + "\n")
                     self.console.flush()
+                    self._follow(clean)
+                    STATE.touch()
         return len(text)
 
     def flush(self) -> None:
@@ -142,7 +169,8 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
     if params.mlflow_tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = params.mlflow_tracking_uri
     os.environ["MLFLOW_TRACKING_URI"] = configure(params.mlflow_tracking_uri or None)
-    os.environ.setdefault("ROADVISION_QUIET", "1")  # no progress bars inside step logs
+    # Steps print progress lines (``roadvision.progress``), echoed to the console; their
+    # progress bars draw only on a terminal, which a step's output never is.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # The ParallelFor members train at once as subprocesses on THIS machine's cores; each torch
     # defaults to every core, and 2 x 2 OpenMP threads on 2 cores ran 15-25x slower per image
@@ -169,6 +197,14 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
     # Steps find their MLflow parent run through this (see components/_base.py).
     run_id = uuid.uuid4().hex[:16]
     os.environ["ROADVISION_PIPELINE_RUN_ID"] = run_id
+    # The parent run is made here, before any step, so that it carries the run's parameters.
+    from roadvision.components._base import open_pipeline_run
+
+    open_pipeline_run(run_id, {k: v for k, v in params.to_dict().items()
+                               if k != "mlflow_tracking_uri"},  # the store, maybe credentials
+                      experiment=params.experiment,
+                      tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    record = start_record(root, run_id, params, log_path)  # `roadvision pipeline runs`
     before = set(root.iterdir())
     started = time.perf_counter()
     succeeded = True
@@ -187,7 +223,8 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
         old_level = root_logger.level
         root_logger.addHandler(handler)
         root_logger.setLevel(logging.INFO)
-        with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+        with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee), \
+                (tee.heartbeat or contextlib.nullcontext()):
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                        raise_on_error=False, enable_caching=cache,
                        cache_root=str(root / "cache"))
@@ -212,6 +249,8 @@ def run_local(params: RunParams, *, pipeline_file: str | os.PathLike | None = No
     result = _collect(new_dirs[-1], log_path, seconds, params, root / "cache")
     result.pipeline_run_id = run_id
     result.succeeded = succeeded and result.succeeded
+    STATE.set_status("")
+    finish_record(root, record, result)
     return result
 
 

@@ -106,6 +106,44 @@ def build_pipeline(settings: ClusterSettings | None = None):
         s3_endpoint_url: str = _DEFAULTS.s3_endpoint_url,
         seed: int = _DEFAULTS.seed,
     ):
+        """Train, evaluate, register and promote a road-infrastructure vision model.
+
+        Args:
+            task: What the models learn: lanes (aerial lane segmentation) or roadwork
+                (street-level roadwork classification).
+            data_uri: The data set: a folder in the data contract, an s3://bucket/prefix, or
+                synth://TASK?n=N&size=SIZE&seed=S to generate a procedural (synthetic) one.
+            target_regions: Deployment regions for GPS weighting, "lat,lon;lat,lon"; empty
+                weights every image alike.
+            holdout_cities: Cities held out whole into the test split, "city_a,city_b"; empty
+                splits every city.
+            min_distance_m: No training image lies within this many metres of a val or test
+                image.
+            training_profile: Epochs, batch size and learning rate of each training: tiny,
+                bench, demo or full.
+            model_preset: Architecture and size of the ensemble members, e.g. roadwork_small;
+                empty uses the training profile's preset for the task.
+            student_preset: Architecture of the distilled student; empty uses
+                roadwork_student for roadwork, the members' preset for lanes.
+            epochs: Most training epochs per member (early stopping may end sooner).
+            members: Ensemble size: how many teachers are trained in parallel for distillation.
+            batch_size: Images per training step.
+            max_steps_per_epoch: Cap on steps per epoch; 0 trains full epochs.
+            tta: Test-time augmentation at evaluation: none, flip or full.
+            min_delta: Gate: the headline metric must beat the champion's by at least this.
+            slice_tolerance: Gate: no slice (weather, city, ...) may drop by more than this.
+            absolute_floor: Gate: the first model ever registered must reach this headline.
+            min_slice_size: Gate: slices with fewer images are reported but not judged.
+            model_name: Registered model name in MLflow; empty uses the task name (roadwork or
+                lanes), which serving expects.
+            experiment: MLflow experiment the run's steps log to.
+            mlflow_tracking_uri: MLflow tracking server, e.g.
+                http://mlflow.mlflow.svc.cluster.local:5000; empty uses the image's
+                MLFLOW_TRACKING_URI (a local file is refused on a cluster).
+            s3_endpoint_url: MinIO or other S3-compatible endpoint for s3:// data URIs; empty
+                uses AWS S3.
+            seed: Random seed of the split, the training and the synthetic data.
+        """
         # every pipeline parameter, for the first step's validation (locals() also holds the
         # closure's helpers, hence the filter)
         params = {k: v for k, v in locals().items() if k in _PARAM_NAMES}
@@ -114,46 +152,46 @@ def build_pipeline(settings: ClusterSettings | None = None):
                     "batch_size": batch_size, "max_steps_per_epoch": max_steps_per_epoch,
                     "seed": seed}
 
-        plan = pod(check_params(**params), "check parameters", cache=False)
+        plan = pod(check_params(**params), "Check parameters", cache=False)
         raw = pod(ingest(data_uri=data_uri, task=task, s3_endpoint_url=s3_endpoint_url, **run),
-                  "ingest", io=True)
+                  "Ingest data", io=True)
         raw.after(plan)
-        checked = pod(validate(dataset=raw.outputs["dataset"], **run), "validate")
+        checked = pod(validate(dataset=raw.outputs["dataset"], **run), "Validate data")
         splits = pod(split(dataset=raw.outputs["dataset"], holdout_cities=holdout_cities,
-                           min_distance_m=min_distance_m, seed=seed, **run), "split")
+                           min_distance_m=min_distance_m, seed=seed, **run), "Split by city")
         splits.after(checked)
         weighted = pod(gps_weighting(dataset=splits.outputs["split_dataset"],
-                                     target_regions=target_regions, **run), "gps weighting")
+                                     target_regions=target_regions, **run), "Weight by GPS")
         data = weighted.outputs["weighted_dataset"]
 
-        with dsl.ParallelFor(items=plan.outputs["Output"], name="ensemble") as member:
+        with dsl.ParallelFor(items=plan.outputs["Output"], name="Ensemble members") as member:
             teacher = gpu(pod(train(data=data, member=member, model_preset=model_preset,
-                                    **training, **run), "train member"))
+                                    **training, **run), "Train ensemble member"))
             teacher_eval = pod(evaluate(model=teacher.outputs["model"], data=data,
                                         name="evaluate-member", tta=tta, **run),
-                               "evaluate member")
+                               "Evaluate member")
 
         student = gpu(pod(distill(teachers=dsl.Collected(teacher.outputs["model"]), data=data,
                                   student_preset=student_preset, model_preset=model_preset,
-                                  **training, **run), "distill"))
+                                  **training, **run), "Distil student"))
         student_eval = pod(evaluate(model=student.outputs["student"], data=data,
-                                    name="evaluate-student", tta=tta, **run), "evaluate student")
+                                    name="evaluate-student", tta=tta, **run), "Evaluate student")
         analysis = pod(error_analysis(model=student.outputs["student"], data=data, **run),
-                       "error analysis")
+                       "Error analysis")
         registered = pod(register(model=student.outputs["student"],
                                   metrics=student_eval.outputs["metrics"], data=data,
                                   report=analysis.outputs["report"],
                                   teacher_headlines=dsl.Collected(teacher_eval.outputs["Output"]),
                                   task=task, model_name=model_name, **run),
-                         "register", io=True, cache=False)
+                         "Register as challenger", io=True, cache=False)
         decision = pod(gate(metrics=student_eval.outputs["metrics"], data=data,
                             version=registered.outputs["Output"], task=task, model_name=model_name,
                             tta=tta, min_delta=min_delta, slice_tolerance=slice_tolerance,
                             absolute_floor=absolute_floor, min_slice_size=min_slice_size, **run),
-                       "gate", io=True, cache=False)
-        with dsl.If(decision.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition)
+                       "Gate", io=True, cache=False)
+        with dsl.If(decision.outputs["Output"] == True, name="Gate passed"):  # noqa: E712 (KFP condition)
             pod(promote(version=registered.outputs["Output"], task=task, model_name=model_name,
-                        **run), "promote", io=True, cache=False)
+                        **run), "Promote to champion", io=True, cache=False)
 
     return training_pipeline
 

@@ -28,6 +28,7 @@ import urllib.request
 from pathlib import Path
 
 from roadvision.errors import UserError
+from roadvision.progress import Heartbeat
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -62,6 +63,12 @@ def _free_port() -> int:
 
 
 def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log_path: Path) -> None:
+    with Heartbeat(lambda: "waiting for the predictor to load the model and warm up",
+                   out=sys.stdout):
+        _poll_http(url, timeout, proc, log_path)
+
+
+def _poll_http(url: str, timeout: float, proc: subprocess.Popen, log_path: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -164,12 +171,18 @@ def main(argv: list[str] | None = None) -> int:
         params = from_run_profile(args.run_profile, task=args.task, data_uri=args.data_uri)
         print(f"== 1/3 training pipeline (run profile {args.run_profile}, {params.data_uri}) "
               "on kfp.local")
-        result = run_local(params)
+        # Before the first step prints, the run opens (and on a first run, creates) the MLflow
+        # store and compiles the pipeline: the heartbeat keeps the console moving meanwhile,
+        # and during the run says which steps are running when they are quiet.
+        with Heartbeat(lambda: "preparing the pipeline run (MLflow store, compile)",
+                       out=sys.stdout):
+            result = run_local(params)
         print(result.summary())
         if not result.succeeded:
             return 1
         print(f"\n== 2/3 registered model ({tracking_uri()})")
-        info = get_version(f"models:/{result.model_name}/{result.version}")
+        with Heartbeat(lambda: "reading the registry", out=sys.stdout):
+            info = get_version(f"models:/{result.model_name}/{result.version}")
         print(f"  {info.name} version {info.version}  aliases: "
               f"{', '.join('@' + a for a in info.aliases) or 'none'}")
         print(f"  gate: {info.tags.get('gate.decision', '?')}: {info.tags.get('gate.reason', '')}")

@@ -6,4 +6,7 @@ source "$(dirname "$0")/apt-missing.sh"
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# the browser tests (tests/test_browser.py) drive Debian's headless chromium, never a download
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 apt_install_missing "${missing[@]}"

@@ -80,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--forward_workers", type=int, default=None,
                         help="forward processes per model (default 1; each gets cores/N torch "
                              "threads); 0 = the forward in a thread of this process")
+    parser.add_argument("--payload_log_uri", default=None,
+                        help="log a sample of requests and answers as parquet under this folder "
+                             "or s3://bucket/prefix (default: off)")
+    parser.add_argument("--payload_log_sample_rate", type=float, default=None,
+                        help="share of requests logged, 0..1 (default 0.1)")
+    parser.add_argument("--payload_log_fields", default=None,
+                        help="optional parts to log, comma-separated: image (else only its "
+                             "sha256), metadata, prediction (default: all three)")
+    parser.add_argument("--payload_log_gps", choices=("keep", "round", "drop"), default=None,
+                        help="request GPS in the log: kept, rounded to ~1 km (default) or dropped")
+    parser.add_argument("--payload_log_flush_s", type=float, default=None,
+                        help="seconds before a partial batch is written (default 60)")
     # gRPC is off unless asked for: we serve REST, and a second port only gets in the way.
     parser.set_defaults(enable_grpc=False, model_name=None)
     return parser
@@ -171,7 +183,10 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
             host=args.host, allow_model_control=args.allow_model_control,
             max_windows=args.max_windows, request_timeout_s=args.request_timeout_s,
             ratelimit_on_outage=args.ratelimit_on_outage, redis_pool_size=args.redis_pool_size,
-            forward_workers=args.forward_workers,
+            forward_workers=args.forward_workers, payload_log_uri=args.payload_log_uri,
+            payload_log_sample_rate=args.payload_log_sample_rate,
+            payload_log_fields=args.payload_log_fields, payload_log_gps=args.payload_log_gps,
+            payload_log_flush_s=args.payload_log_flush_s,
         )
         if not 1 <= args.http_port <= 65535:
             raise UserError(f"HTTP port {args.http_port} is not between 1 and 65535")

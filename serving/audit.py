@@ -1,9 +1,13 @@
-"""One JSON audit line per inference request, on its own logger (``roadvision.audit``).
+"""One JSON line per HTTP request, on its own logger (``roadvision.audit``): the server's
+only per-request log line (uvicorn's access line and KServe's timing lines are off).
 
-The line says who (key id, never the key), what (model, version, protocol, instance count,
+An inference request's line (``"event": "inference"``) says who (key id, never the key; the
+client address when keys are off), what (route, model, version, protocol, instance count,
 TTA), how it went (status, error code, latency, cache outcome) and nothing about the content:
-no image bytes, no metadata values. Operators ship stdout to their log store and join on
-``request_id`` (the ``x-request-id`` header when the client or a proxy sets one).
+no image bytes, no metadata values. Every other request (health, metadata, /metrics, /docs)
+gets an ``"event": "http"`` line with the same fields where they apply. Operators ship stdout
+to their log store and join on ``request_id`` (the ``x-request-id`` header when the client or
+a proxy sets one).
 """
 
 from __future__ import annotations
@@ -43,10 +47,12 @@ class AuditRecord:
     cache: str = "off"  # "hit", "miss", "partial" (some instances), "error", "off"
     instances: int = 0
     tta: str = ""
+    method: str = ""
+    route: str = ""  # the request's path
 
 
-def emit(record: AuditRecord) -> None:
+def emit(record: AuditRecord, event: str = "inference") -> None:
     data = asdict(record)
-    data = {"ts": round(time.time(), 3), "event": "inference", **data}
+    data = {"ts": round(time.time(), 3), "event": event, **data}
     data["latency_ms"] = round(record.latency_ms, 3)
     log.info(orjson.dumps(data).decode())

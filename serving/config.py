@@ -45,6 +45,13 @@ class ServingConfig:
     device: str = ""  # ROADVISION_DEVICE; "" = cuda when available, else cpu
     forward_workers: int = 1  # ROADVISION_FORWARD_WORKERS; forward processes per model, each
     # with cores/N torch threads; 0 = the forward in a thread of the server process
+    payload_log_uri: str | None = None  # ROADVISION_PAYLOAD_LOG_URI; folder or s3://; None = off
+    payload_log_sample_rate: float = 0.1  # ROADVISION_PAYLOAD_LOG_SAMPLE_RATE; share of requests
+    payload_log_fields: str = "image,metadata,prediction"  # ROADVISION_PAYLOAD_LOG_FIELDS;
+    # optional parts (without image: only the content hash is logged)
+    payload_log_gps: str = "round"  # ROADVISION_PAYLOAD_LOG_GPS; keep, round (~1 km) or drop
+    payload_log_queue_size: int = 1024  # ROADVISION_PAYLOAD_LOG_QUEUE_SIZE; more are dropped
+    payload_log_flush_s: float = 60.0  # ROADVISION_PAYLOAD_LOG_FLUSH_S; partial batch written
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and self.redis_url.strip().lower() in NO_REDIS:
@@ -104,10 +111,18 @@ ENV_VARS = {
     "host": "ROADVISION_HOST",
     "device": "ROADVISION_DEVICE",
     "forward_workers": "ROADVISION_FORWARD_WORKERS",
+    "payload_log_uri": "ROADVISION_PAYLOAD_LOG_URI",
+    "payload_log_sample_rate": "ROADVISION_PAYLOAD_LOG_SAMPLE_RATE",
+    "payload_log_fields": "ROADVISION_PAYLOAD_LOG_FIELDS",
+    "payload_log_gps": "ROADVISION_PAYLOAD_LOG_GPS",
+    "payload_log_queue_size": "ROADVISION_PAYLOAD_LOG_QUEUE_SIZE",
+    "payload_log_flush_s": "ROADVISION_PAYLOAD_LOG_FLUSH_S",
 }
 
-_FLOATS = {"max_batch_wait_ms", "redis_timeout_s", "ratelimit_timeout_s", "request_timeout_s"}
-_STRINGS = {"redis_url", "api_keys_file", "max_tta", "device", "ratelimit_on_outage", "host"}
+_FLOATS = {"max_batch_wait_ms", "redis_timeout_s", "ratelimit_timeout_s", "request_timeout_s",
+           "payload_log_sample_rate", "payload_log_flush_s"}
+_STRINGS = {"redis_url", "api_keys_file", "max_tta", "device", "ratelimit_on_outage", "host",
+            "payload_log_uri", "payload_log_fields", "payload_log_gps"}
 _BOOLS = {"allow_model_control"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

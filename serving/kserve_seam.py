@@ -40,6 +40,10 @@ class AppHooks(Protocol):
     """What a server adds to KServe's app; each hook runs after KServe's own step."""
 
     host: str  # the address to bind (KServe binds 0.0.0.0)
+    #: what KServe's own routes (health, model ready, ...) render JSON with: KServe's app sets
+    #: FastAPI's ORJSONResponse, deprecated since FastAPI 0.16x (a warning in the log);
+    #: None (or absent) keeps KServe's
+    default_response_class: type | None
 
     def add_routes(self, app: FastAPI, dataplane) -> Iterable:
         """Add routes before KServe's; returns those that replace KServe's of the same path
@@ -84,6 +88,11 @@ class HookedRESTServer(RESTServer):
         self.config.host = hooks.host  # uvicorn.Config, built by RESTServer.__init__
 
     def _register_endpoints(self, app: FastAPI) -> None:
+        # Before KServe includes its routers: each takes its response class from the app's
+        # router when it is included.
+        response_class = getattr(self.hooks, "default_response_class", None)
+        if response_class is not None:
+            app.router.default_response_class = response_class
         ours = list(self.hooks.add_routes(app, self.dataplane))
         super()._register_endpoints(app)
         replace_routes(app.router, ours)

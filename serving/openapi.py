@@ -168,3 +168,63 @@ V2_OPENAPI = {
         **_ERRORS,
     },
 }
+
+
+# --------------------------------------------------------------------------- /docs
+#: The Swagger UI files /docs serves, by the name they are asked for under DOCS_ASSETS.
+SWAGGER_FILES = {"swagger-ui-bundle.js": "application/javascript", "swagger-ui.css": "text/css",
+                 "favicon-32x32.png": "image/png"}
+DOCS_PATH = "/docs"
+DOCS_ASSETS = "/docs/assets"
+
+_NO_SWAGGER = """<!doctype html>
+<html><head><meta charset="utf-8"><title>roadvision serving: API</title></head>
+<body style="font-family: sans-serif; max-width: 50em; margin: 2em auto">
+<h1>roadvision serving: API</h1>
+<p>The interactive Swagger UI needs the <code>swagger-ui-bundle-v2</code> package (in the
+<code>serve</code> extra), which this installation lacks. The API's OpenAPI document is at
+<a href="/openapi.json">/openapi.json</a>; load it into any OpenAPI viewer.</p>
+</body></html>
+"""
+
+
+def _swagger_dir():
+    """Swagger UI's files, shipped inside the ``swagger-ui-bundle-v2`` wheel (no CDN at run
+    time: a server in a closed network still shows its docs); None when not installed."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return None
+    return swagger_ui_path
+
+
+def add_docs_routes(app) -> list:
+    """``GET /docs`` (Swagger UI over ``/openapi.json``) and its assets; returns the routes.
+
+    FastAPI's own /docs loads Swagger UI from a CDN, and KServe turns it off by default; this
+    one serves local files, or, without them, a page that says so and links the schema.
+    """
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import FileResponse, HTMLResponse, Response
+
+    folder = _swagger_dir()
+
+    async def docs() -> Response:
+        if folder is None:
+            return HTMLResponse(_NO_SWAGGER)
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title}: API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+    async def asset(name: str) -> Response:
+        # A fixed list: the name never reaches the file system unless it is one of these.
+        if folder is None or name not in SWAGGER_FILES:
+            return Response(status_code=404)
+        return FileResponse(str(folder / name), media_type=SWAGGER_FILES[name],
+                            headers={"cache-control": "public, max-age=86400"})
+
+    app.add_api_route(DOCS_PATH, docs, methods=["GET"], include_in_schema=False)
+    app.add_api_route(DOCS_ASSETS + "/{name}", asset, methods=["GET"], include_in_schema=False)
+    return app.router.routes[-2:]

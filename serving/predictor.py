@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .forward_workers import ForwardPool
+from .payload_log import from_serving_config as payload_logger
 from .redis_client import ResilientRedis
 from .validation import Instance, parse_v1, parse_v2
 
@@ -205,6 +207,7 @@ class Job:
     request: InferRequest | None = None
     tta: str = "none"
     stats: dict[str, int] = field(default_factory=dict)
+    started: float = 0.0  # perf_counter() when preprocess began (the payload log's latency)
 
 
 class RoadvisionModel(Model):
@@ -227,6 +230,7 @@ class RoadvisionModel(Model):
             max_value_bytes=self.config.cache_max_value_bytes,
         )
         self.loaded: LoadedModel | None = None
+        self.payload_log = payload_logger(self.config, name)  # None unless configured
         metrics.MODEL_READY.labels(name).set(0)
 
     # --- load -----------------------------------------------------------------------------
@@ -310,6 +314,8 @@ class RoadvisionModel(Model):
         metrics.MODEL_READY.labels(self.name).set(0)
         if self.loaded is not None:
             self.loaded.batcher.close(graceful=False)
+        if self.payload_log is not None:
+            self.payload_log.close()
 
     def validate(self, payload: Any) -> Any:
         """Validation happens in ``preprocess`` (it needs the model's limits); pass through."""
@@ -336,6 +342,7 @@ class RoadvisionModel(Model):
                 raise Unprocessable(f"{item.where}: {exc}", reason="invalid_input") from None
 
     async def preprocess(self, payload: dict | InferRequest, headers: dict | None = None) -> Job:
+        started = time.perf_counter()
         loaded = self.loaded
         if loaded is None or not self.ready:
             raise NotReady(f"model {self.name} is not ready")
@@ -386,7 +393,7 @@ class RoadvisionModel(Model):
                 raise
         request = payload if protocol == "v2" else None
         return Job(protocol, loaded, items, state, request=request,
-                   tta=instances[0].tta if protocol == "v2" else "")
+                   tta=instances[0].tta if protocol == "v2" else "", started=started)
 
     # --- predict --------------------------------------------------------------------------
 
@@ -412,6 +419,8 @@ class RoadvisionModel(Model):
         if response_headers is not None:
             response_headers[VERSION_HEADER] = job.loaded.version
             response_headers[CACHE_HEADER] = job.cache_state
+        if self.payload_log is not None:  # a put on a bounded queue: never waits
+            self.payload_log.offer(job, time.perf_counter() - job.started)
         if job.protocol == "v1":
             return {"predictions": [
                 {**it.result, "model_version": job.loaded.version, "tta": it.instance.tta,

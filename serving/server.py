@@ -35,8 +35,9 @@ import time
 import uuid
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from kserve import errors as kerrors
 from kserve.model_repository import ModelRepository
 
@@ -54,7 +55,7 @@ from .errors import (
     ServingError,
 )
 from .kserve_seam import SingleProcessModelServer
-from .openapi import DESCRIPTION, V1_OPENAPI, V2_OPENAPI
+from .openapi import DESCRIPTION, V1_OPENAPI, V2_OPENAPI, add_docs_routes
 from .predictor import CACHE_HEADER, VERSION_HEADER
 from .v2codec import decode_request
 
@@ -63,6 +64,20 @@ log = logging.getLogger("roadvision.serving")
 V1_PATH = "/v1/models/{model_name}:predict"
 V2_PATH = "/v2/models/{model_name}/infer"
 V2_METADATA_PATH = "/v2/models/{model_name}"
+
+
+class JSONBody(Response):
+    """JSON rendered by orjson. FastAPI 0.16x deprecates its ``ORJSONResponse`` (a warning in
+    the log at every new call site); this is the same rendering without it."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _error_response(exc: ServingError) -> Response:
+    return JSONBody(exc.to_body(), status_code=exc.status, headers=exc.headers)
 
 
 class Guard:
@@ -127,7 +142,7 @@ class InferenceRoutes:
         model = self.dataplane.model_registry.get_model(model_name)
         identity = model.identity() if hasattr(model, "identity") else {}
         identity.pop("name", None)
-        return ORJSONResponse({**metadata, "parameters": identity})
+        return JSONBody({**metadata, "parameters": identity})
 
     async def _serve(self, request: Request, model_name: str, protocol: str) -> Response:
         start = time.perf_counter()
@@ -136,7 +151,8 @@ class InferenceRoutes:
         label = model_name if model is not None else metrics.UNKNOWN_MODEL
         request_id = (headers.get("x-request-id") or uuid.uuid4().hex)[:128]
         record = audit.AuditRecord(request_id=request_id, key_id="-", model=label,
-                                   protocol=protocol)
+                                   protocol=protocol, method=request.method,
+                                   route=request.url.path)
         metrics.INFLIGHT.labels(label).inc()
         try:
             response = await self._infer(request, headers, model, model_name, protocol, record)
@@ -166,7 +182,7 @@ class InferenceRoutes:
         record.code = exc.code
         if 400 <= exc.status < 500:
             metrics.REJECTIONS.labels(label, exc.reason).inc()
-        return exc.to_response()
+        return _error_response(exc)
 
     async def _infer(self, request: Request, headers: dict, model, model_name: str,
                      protocol: str, record: audit.AuditRecord) -> Response:
@@ -217,7 +233,7 @@ class InferenceRoutes:
         if isinstance(encoded, bytes):  # v2 with binary outputs
             return Response(content=encoded, media_type="application/octet-stream",
                             headers=response_headers)
-        return ORJSONResponse(content=encoded, headers=response_headers)
+        return JSONBody(content=encoded, headers=response_headers)
 
 
     async def _decode(self, body: bytes, headers: dict, model_name: str, protocol: str):
@@ -270,16 +286,59 @@ class GuardMiddleware:
                                 "start it with --allow-model-control to enable it",
                                 code="model_control_disabled", reason="forbidden")
         except ServingError as exc:
-            return await exc.to_response()(scope, receive, send)
+            return await _error_response(exc)(scope, receive, send)
         return await self.app(scope, receive, send)
 
 
-def _json_error(status: int, message: str, code: str) -> ORJSONResponse:
-    return ORJSONResponse({"error": message, "code": code}, status_code=status)
+def _caller(auth: Authenticator, headers: dict, client: str | None) -> str:
+    """The key id for the log line; "-" when the key is missing or unknown (the guard or the
+    route answers 401 for that, and the log must not fail the request)."""
+    try:
+        return auth.key_id(headers, client)
+    except ServingError:
+        return "-"
+
+
+class RequestLogMiddleware:
+    """One structured log line for every HTTP request that is not an inference request (those
+    log their own line, with the model, version and cache fields: ``InferenceRoutes._serve``).
+    Replaces uvicorn's access line and KServe's two timing lines per request."""
+
+    def __init__(self, app, guard: Guard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or OUR_ROUTES.match(scope.get("path", "")):
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        client = (scope.get("client") or (None,))[0]
+        record = audit.AuditRecord(
+            request_id=(headers.get("x-request-id") or uuid.uuid4().hex)[:128],
+            key_id=_caller(self.guard.auth, headers, client),
+            model="", protocol="http", cache="", method=scope.get("method", ""),
+            route=scope.get("path", ""))
+
+        async def send_and_note(message):
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            record.latency_ms = (time.perf_counter() - start) * 1000
+            record.status = record.status or 500
+            audit.emit(record, event="http")
+
+
+def _json_error(status: int, message: str, code: str) -> JSONBody:
+    return JSONBody({"error": message, "code": code}, status_code=status)
 
 
 async def _serving_error_handler(_, exc: ServingError):
-    return exc.to_response()
+    return _error_response(exc)
 
 
 async def _invalid_input_handler(_, exc):
@@ -317,6 +376,8 @@ class ServerHooks:
     """What roadvision adds to KServe's app (``kserve_seam.AppHooks``): the inference and
     metadata routes, the guard middleware, error rendering, and warming the Redis pool."""
 
+    default_response_class = JSONBody
+
     def __init__(self, guard: Guard) -> None:
         self.guard = guard
         # KServe binds 0.0.0.0; we bind what the operator chose (127.0.0.1 by default, the
@@ -337,12 +398,17 @@ class ServerHooks:
         app.add_api_route(V2_METADATA_PATH, routes.v2_metadata, methods=["GET"],
                           response_model=None, tags=["roadvision"],
                           summary="Model metadata (v2), with the model's registry identity")
+        ours = app.router.routes[-3:]
+        # /docs: Swagger UI from local files (KServe's, with --enable_docs_url, loads a CDN's)
+        ours += add_docs_routes(app)
         # Ours come first, so they win; the seam drops KServe's routes of the same path and
         # method so that the OpenAPI document describes one operation per path.
-        return app.router.routes[-3:]
+        return ours
 
     def add_middlewares(self, app: FastAPI) -> None:
         app.add_middleware(GuardMiddleware, guard=self.guard)
+        # added last, so outermost: it times and logs what the guard refuses too
+        app.add_middleware(RequestLogMiddleware, guard=self.guard)
 
     def add_exception_handlers(self, app: FastAPI) -> None:
         app.add_exception_handler(ServingError, _serving_error_handler)
@@ -382,6 +448,12 @@ class RoadvisionModelServer(SingleProcessModelServer):
         kwargs.setdefault("registered_models", RoadvisionRepository())
         super().__init__(hooks=ServerHooks(guard), **kwargs)
         self.guard = guard
+        # One line per request is ours (audit); KServe's trace logger (set up by the line
+        # above) writes two timing lines per request and one per inference: they are the same
+        # latencies, which /metrics has as histograms.
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+        if not kwargs.get("access_log_format"):  # asked for: the operator's own access log
+            logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
     def start(self, models: list) -> None:
         # Decoding and large-JSON parsing run in threads (and, with --forward_workers 0, the

@@ -22,6 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ROADVISION_QUIET", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# pytest-xdist hands its workers COLUMNS=80; rich fixes a console's width from COLUMNS when the
+# console is made (at import), so CLI tests that ask for a width (CliRunner env) would not get it
+os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(autouse=True)

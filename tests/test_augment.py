@@ -82,3 +82,34 @@ def test_lane_crop_pads_small_images():
     ci, cm = aug.lane_crop(_image(20), np.ones((20, 20), np.uint8), 32, rng)
     assert ci.shape == (32, 32, 3) and cm.shape == (32, 32)
     assert cm[:20, :20].all() and not cm[20:, :].any()
+
+
+@pytest.mark.parametrize("group", aug.APPEARANCE)
+def test_each_appearance_group_changes_pixels_not_labels(group):
+    # Alone, on top of no level: seeded, shape-keeping, pixel-only (a lane mask never moves).
+    for task in ("lanes", "roadwork"):
+        pipe = aug.build_augment(task, "none", image_size=48, appearance=[group])
+        img = np.full((48, 48, 3), 90, np.uint8)
+        img[:, 20:23] = 230
+        img[10:14] = (40, 120, 200)
+        mask = np.zeros((48, 48), np.uint8)
+        mask[:, 20:23] = 1
+        changed = 0
+        for seed in range(12):
+            a, m = aug.apply_augment(pipe, img, mask, seed=seed)
+            assert a.shape == img.shape and a.dtype == np.uint8 and np.array_equal(m, mask)
+            assert np.array_equal(a, aug.apply_augment(pipe, img, mask, seed=seed)[0])
+            changed += int(np.abs(a.astype(int) - img).mean() > 1.0)
+        assert changed >= 4, (task, group)
+
+
+def test_appearance_groups_are_validated_and_ordered():
+    assert aug.check_appearance("jpeg,colour") == ("colour", "jpeg")
+    assert aug.check_appearance("all") == aug.APPEARANCE
+    assert aug.check_appearance(()) == ()
+    with pytest.raises(UserError, match="unknown appearance augmentation.*valid: colour"):
+        aug.check_appearance(["cartoon"])
+    # the level's pipeline plus the groups: longer than the level alone
+    base = aug.build_augment("roadwork", "light")
+    strong = aug.build_augment("roadwork", "light", appearance=aug.APPEARANCE)
+    assert len(strong.transforms) > len(base.transforms)

@@ -40,7 +40,8 @@ def test_train_evaluate_analyze_distill_roadwork(roadwork_data, tmp_path, capsys
     report_dir = tmp_path / "report"
     code, out, err = run_main(capsys, "analyze", bundle, roadwork_data, "--out", report_dir)
     assert code == 0, err
-    assert (report_dir / "report.html").is_file() and (report_dir / "failures.csv").is_file()
+    assert (report_dir / "error_analysis.html").is_file()
+    assert (report_dir / "failures.csv").is_file()
     assert "failures listed" in out
 
     student = tmp_path / "student"
@@ -71,7 +72,7 @@ def test_train_and_evaluate_lanes_with_tta(tmp_path, capsys):
     (["--set", "colour=red"], "--set colour: unknown training option"),
     (["--set", "epochs"], "expected KEY=VALUE"),
     (["--set", "epochs=many"], "--set:"),
-    (["--training-profile", "huge"], "unknown training profile 'huge'"),
+    (["--training-profile", "huge"], "'huge' is not one of 'tiny', 'bench', 'demo', 'full'"),
 ])
 def test_train_bad_options_give_one_line(roadwork_data, tmp_path, capsys, args, needle):
     code, _, err = run_main(capsys, "train", roadwork_data, tmp_path / "run", *args)

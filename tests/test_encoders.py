@@ -14,6 +14,7 @@ from roadvision.models.encoders import (
     FeatureEncoder,
     PooledEncoder,
     lite0_imagenet_state_dict,
+    lite_imagenet_state_dict,
     load_weights,
 )
 
@@ -21,6 +22,7 @@ timm = pytest.importorskip("timm")
 
 EGYPTIAN_CAT = 285
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO, CUP = 967, 968
 
 
 def test_feature_encoder_contract():
@@ -66,6 +68,30 @@ def test_lite0_imagenet_weights_see_a_cat():
     assert random_top5[0] not in CAT_CLASSES
 
 
+@pytest.mark.parametrize("variant", [1, 2])
+def test_lite1_lite2_weights_map_and_see_a_cat_and_a_cup(variant):
+    """Lite1/Lite2 packaged weights under timm names recognise two real photographs
+    (skimage's ``chelsea`` cat and ``coffee`` cup): the mapping by position is right."""
+    skimage_data = pytest.importorskip("skimage.data")
+    state = lite_imagenet_state_dict(variant)
+    model = timm.create_model(f"efficientnet_lite{variant}")
+    model.load_state_dict(state)  # strict: every name and shape matches
+    model.eval()
+    cat_top5 = _imagenet_top5(model, skimage_data.chelsea())
+    assert cat_top5[0] == EGYPTIAN_CAT, cat_top5
+    assert set(cat_top5[:3]) <= set(CAT_CLASSES), cat_top5
+    cup_top5 = _imagenet_top5(model, skimage_data.coffee())
+    assert {ESPRESSO, CUP} <= set(cup_top5), cup_top5
+
+
+def test_lite_weights_fit_only_their_encoder():
+    enc = PooledEncoder("efficientnet_lite1", weights="imagenet-lite1")
+    torch.testing.assert_close(enc.model.conv_stem.weight,
+                               lite_imagenet_state_dict(1)["conv_stem.weight"])
+    with pytest.raises(UserError, match="efficientnet_lite2"):
+        PooledEncoder("efficientnet_lite1", weights="imagenet-lite2")
+
+
 def test_preset_encoders_receive_pretrained_weights():
     state = lite0_imagenet_state_dict()
     model = create_model("roadwork_small")
@@ -75,6 +101,14 @@ def test_preset_encoders_receive_pretrained_weights():
     torch.testing.assert_close(lanes.encoder.model.conv_stem.weight, state["conv_stem.weight"])
     random = create_model("roadwork_small", encoder_weights="random")
     assert not torch.equal(random.encoder.model.conv_stem.weight, state["conv_stem.weight"])
+
+
+@pytest.mark.parametrize("variant", [1, 2])
+def test_lite1_lite2_presets_receive_their_weights(variant):
+    stem = lite_imagenet_state_dict(variant)["conv_stem.weight"]
+    for preset in (f"roadwork_lite{variant}", f"lanes_lite{variant}"):
+        model = create_model(preset)
+        torch.testing.assert_close(model.encoder.model.conv_stem.weight, stem)
 
 
 def test_local_weights_file_round_trip(tmp_path):

@@ -13,7 +13,13 @@ from _training import make_lanes, make_roadwork
 
 from roadvision.errors import UserError
 from roadvision.evaluation import calibrate, evaluate
-from roadvision.evaluation.natix import NATIX_SIZE, jpeg_roundtrip, natix_hook, natix_pipeline
+from roadvision.evaluation.natix import (
+    NATIX_SIZE,
+    jpeg_roundtrip,
+    natix_hook,
+    natix_level,
+    natix_pipeline,
+)
 from roadvision.training import TrainConfig, train
 
 
@@ -77,10 +83,11 @@ def test_natix_protocol_inputs_are_224_jpeg_without_metadata(rw_bundle):
     hook = natix_hook(seed=0)
     outs = [hook(img, i) for i in range(4)]
     assert all(o.shape == (NATIX_SIZE, NATIX_SIZE, 3) and o.dtype == np.uint8 for o in outs)
-    # the last step is a JPEG round trip: re-encoding the plain resize changes pixels
-    plain, _ = natix_pipeline(0)(image=img)["image"], None
-    assert not np.array_equal(outs[0], plain)
-    assert np.abs(outs[0].astype(int) - jpeg_roundtrip(plain).astype(int)).max() == 0
+    # the last step is a JPEG round trip: re-encoding the level-0 image changes pixels
+    q0 = next(q for q in range(50) if natix_level(q, seed=0) == 0)  # levels are drawn
+    plain = natix_pipeline(0)(image=img)["image"]
+    assert not np.array_equal(hook(img, q0), plain)
+    assert np.abs(hook(img, q0).astype(int) - jpeg_roundtrip(plain).astype(int)).max() == 0
     assert hook(img, 5).tobytes() == hook(img, 5).tobytes()  # reproducible per index
 
     bundle, data = rw_bundle
@@ -118,9 +125,10 @@ def test_lanes_evaluate(tmp_path):
 
 @pytest.mark.slow
 def test_shuffled_labels_score_mcc_near_zero_while_real_labels_are_learnt(tmp_path):
-    """The metric cannot flatter: labels carrying no signal give |MCC| ~ 0 on 160 test images,
-    while the same recipe on learnable data scores high (so the check can fail)."""
-    splits = ["train"] * 64 + ["val"] * 16 + ["test"] * 160
+    """The metric cannot flatter: labels carrying no signal give |MCC| ~ 0 on 128 test images,
+    while the same recipe on learnable data scores high (so the check can fail). Val holds 48
+    images: enough for calibration to fit (smaller sets keep temperature 1 and warn)."""
+    splits = ["train"] * 64 + ["val"] * 48 + ["test"] * 128
     noise = make_roadwork(tmp_path / "noise", n=240, size=32, noise=True, splits=splits)
     cfg = TrainConfig.for_profile("tiny", "roadwork", epochs=3, max_steps_per_epoch=6,
                                   augment="none")
@@ -128,7 +136,7 @@ def test_shuffled_labels_score_mcc_near_zero_while_real_labels_are_learnt(tmp_pa
     bundle = train(noise, tmp_path / "run_noise", cfg.replace(epochs=1)).bundle_dir
     calibrate(bundle, noise, split="val")
     res = evaluate(bundle, noise, split="test")
-    assert res["n"] == 160
+    assert res["n"] == 128
     assert abs(res["headline"]) < 0.25
 
     real = make_roadwork(tmp_path / "real", n=240, size=32, splits=splits)

@@ -123,6 +123,35 @@ def test_natix_roadwork_copy_plain_strings_int_ids_raw_bytes_and_nested_tags(tmp
         ("7", "day", "highway", "clear")
 
 
+def test_natix_tag_vocabulary_maps_completely_and_lists_what_it_cannot(tmp_path):
+    tags = [  # (weather, daytime, scene_environment) as the NATIX and ROADWork copies spell them
+        ("['Partly Cloudy']", "['Light']", "['Suburban']"),
+        ("['Overcast']", "Dark", "Highway"),
+        ("['Cloudy', 'Rainy']", "['Twilight']", "['Rural']"),
+        ("['Snow']", "Dawn", "['Urban']"),
+        ("['Fog']", "['Night']", "['Industrial']"),
+        ("['Sunny', 'Volcanic ash']", "['Light']", "['Moon base']"),
+        ("['Volcanic ash']", "[]", "['Moon base']"),
+    ]
+    records = [{"id": f"t{i}", "image": jpeg(i), "label": i % 2, "gps": None,
+                "scene_level_tags.weather": w, "scene_level_tags.daytime": d,
+                "scene_level_tags.scene_environment": s} for i, (w, d, s) in enumerate(tags)]
+    src = write_natix(tmp_path / "tags.parquet", records)
+    report = import_dataset("natix", src, tmp_path / "out")
+    df = _assert_valid(tmp_path / "out").set_index("id")
+    got = [tuple(None if pd.isna(v) else v for v in df.loc[f"t{i}", ["weather", "daytime",
+                                                                     "scene"]])
+           for i in range(len(tags))]
+    assert got == [("cloudy", "day", "residential"), ("cloudy", "night", "highway"),
+                   ("rainy", "dusk", "rural"), ("snowy", "dusk", "urban"),
+                   ("foggy", "night", "industrial"), ("clear", "day", None), (None, None, None)]
+    assert report.unmapped == {"weather": {"Volcanic ash": 2}, "scene": {"Moon base": 2}}
+    assert read_info(tmp_path / "out").extra["unmapped_tags"] == report.unmapped
+    assert "unmapped weather values (no contract value): 'Volcanic ash' x2" in report.summary()
+    # A row loses a field only when nothing in the cell maps; it is never lost itself.
+    assert any(w.startswith("weather set to NULL (unmapped value): 1") for w in report.warnings)
+
+
 # -- ROADWork COCO ---------------------------------------------------------------------------
 def test_roadwork_coco_labels_from_workzone_objects(tmp_path):
     images = [{"id": 1, "file_name": "a.jpg", "bytes": jpeg(1)},

@@ -124,8 +124,40 @@ def test_io_steps_retry_with_backoff_and_registry_steps_never_cache(compiled):
         assert task["cachingOptions"] == {}  # enableCache absent = off
     for name in ("ingest", "split", "distill", "evaluate-2"):
         assert root[name]["cachingOptions"] == {"enableCache": True}
-    assert root["gate"]["taskInfo"]["name"] == "gate"
-    assert root["gps-weighting"]["taskInfo"]["name"] == "gps weighting"
+    assert root["gate"]["taskInfo"]["name"] == "Gate"
+    assert root["gps-weighting"]["taskInfo"]["name"] == "Weight by GPS"
+
+
+def test_every_pipeline_parameter_is_described_for_the_kfp_ui(compiled):
+    """KFP reads the descriptions from the pipeline function's ``Args:`` docstring."""
+    spec, _ = compiled
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    undescribed = sorted(name for name, p in declared.items()
+                         if len(p.get("description", "").split()) < 4)
+    assert not undescribed, f"no description in the KFP UI for {undescribed}"
+    assert "roadwork" in declared["task"]["description"]
+    assert "synth://" in declared["data_uri"]["description"]
+
+
+def _tasks(spec, dag):
+    """(task id, display name) of every task in ``dag`` and in the loops and conditions in it."""
+    for task_id, task in dag["tasks"].items():
+        yield task_id, task["taskInfo"]["name"]
+        inner = spec["components"][task["componentRef"]["name"]].get("dag")
+        if inner:
+            yield from _tasks(spec, inner)
+
+
+def test_display_names_read_as_words_in_the_kfp_ui(compiled):
+    """Every step, loop and condition shows a capitalised phrase, never a component id such
+    as 'evaluate-2' or 'for-loop-1'."""
+    spec, _ = compiled
+    names = dict(_tasks(spec, spec["root"]["dag"]))
+    assert len(names) >= 14
+    for task_id, name in names.items():
+        assert name[0].isupper() and "-" not in name and "_" not in name, (task_id, name)
+    assert names["for-loop-1"] == "Ensemble members" and names["condition-2"] == "Gate passed"
+    assert names["evaluate"] == "Evaluate member" and names["evaluate-2"] == "Evaluate student"
 
 
 def test_pipeline_parameters_match_runparams_defaults(compiled):

@@ -78,3 +78,16 @@ def test_entry_point_options_reach_the_config(monkeypatch):
                                                                       "closed")
     assert config.redis_url is None and seen["redis"] is None
     assert config.forward_workers == 3
+
+
+def test_tracking_uri_after_serve_reaches_the_registry_probe(capsys, monkeypatch):
+    """``serve --tracking-uri`` (as ``model list --tracking-uri``) names the store that
+    ``models:/`` URIs resolve in; an unreachable one stops the start with one line."""
+    from conftest import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored after: the option sets it
+    url = f"http://127.0.0.1:{free_port()}"
+    code, _, err = run_main(capsys, "serve", "--model", "models:/roadwork@champion",
+                            "--tracking-uri", url)
+    line = one_line_error(code, err)
+    assert code == 2 and f"{url} is unreachable" in line

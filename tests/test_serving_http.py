@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 
 import httpx
 import numpy as np
@@ -213,6 +214,72 @@ def test_openapi_documents_our_routes(url):
     v2 = doc["paths"]["/v2/models/{model_name}/infer"]["post"]
     assert "application/octet-stream" in v2["requestBody"]["content"]
     assert "roadvision" in doc["info"]["title"]
+
+
+def _lines_with(served, needle: str, timeout: float = 5.0) -> list[str]:
+    """The server log's lines that hold ``needle`` (waiting a little: the log is a pipe)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in served[0].log_text().splitlines() if needle in line]
+        if lines or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def test_one_structured_log_line_per_request_with_the_audit_fields(url, served):
+    from roadvision.models import bundle_version
+
+    body = v1_body(jpeg(77))
+    for attempt in ("log-miss", "log-hit"):
+        r = httpx.post(f"{url}/v1/models/roadwork:predict", json=body,
+                       headers={"x-request-id": attempt})
+        assert r.status_code == 200 and r.headers["x-request-id"] == attempt
+    miss, hit = (_lines_with(served, f'"{rid}"') for rid in ("log-miss", "log-hit"))
+    assert len(miss) == 1 and len(hit) == 1, (miss, hit)
+    line = json.loads(hit[0])
+    assert line["event"] == "inference" and line["route"] == "/v1/models/roadwork:predict"
+    assert (line["method"], line["status"], line["model"]) == ("POST", 200, "roadwork")
+    assert line["version"] == bundle_version(served[1]["roadwork"])
+    assert json.loads(miss[0])["cache"] == "miss" and line["cache"] == "hit"
+    assert line["key_id"] == "ip:127.0.0.1" and line["latency_ms"] > 0
+    assert line["request_id"] == "log-hit" and line["code"] == ""
+
+    refused = httpx.post(f"{url}/v1/models/roadwork:predict", content=b"{not json",
+                         headers={"x-request-id": "log-refused",
+                                  "content-type": "application/json"})
+    assert refused.status_code == 400
+    (line,) = map(json.loads, _lines_with(served, '"log-refused"'))
+    assert line["status"] == 400 and line["code"] == refused.json()["code"] != ""
+
+    assert httpx.get(f"{url}/v2/health/ready",
+                     headers={"x-request-id": "log-health"}).status_code == 200
+    (line,) = map(json.loads, _lines_with(served, '"log-health"'))
+    assert (line["event"], line["route"], line["status"]) == ("http", "/v2/health/ready", 200)
+    assert line["latency_ms"] >= 0 and line["key_id"] == "ip:127.0.0.1"
+    # nothing else per request: no uvicorn access line, no KServe timing lines, no warning
+    text = served[0].log_text()
+    for noise in ("uvicorn.access", "kserve.trace", "DeprecationWarning"):
+        assert noise not in text, noise
+
+
+def test_docs_is_a_swagger_ui_served_without_a_network(url):
+    page = httpx.get(f"{url}/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    html = page.text
+    assert "SwaggerUIBundle" in html and "/openapi.json" in html
+    # every script and stylesheet is this server's: a closed network still shows the docs
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sources and all(s.startswith("/docs/assets/") for s in sources), sources
+    for source in sources:
+        asset = httpx.get(f"{url}{source}")
+        assert asset.status_code == 200 and len(asset.content) > 100, source
+    assert "javascript" in httpx.get(f"{url}/docs/assets/swagger-ui-bundle.js"
+                                     ).headers["content-type"]
+    for outside in ("/docs/assets/index.j2", "/docs/assets/..%2F__init__.py"):
+        assert httpx.get(f"{url}{outside}").status_code == 404, outside
+    assert "/docs" not in httpx.get(f"{url}/openapi.json").json()["paths"]
 
 
 def test_metrics_name_every_contract_metric_after_traffic(url, served):

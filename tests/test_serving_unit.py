@@ -452,7 +452,8 @@ def test_audit_line_has_no_content(capsys):
     line = json.loads(stream.getvalue())
     assert line["key_id"] == "alice" and line["status"] == 200 and line["latency_ms"] == 1.235
     assert set(line) == {"ts", "event", "request_id", "key_id", "model", "protocol", "version",
-                         "status", "code", "latency_ms", "cache", "instances", "tta"}
+                         "status", "code", "latency_ms", "cache", "instances", "tta", "method",
+                         "route"}
     audit.log.handlers.clear()
 
 

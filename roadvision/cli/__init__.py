@@ -1,5 +1,5 @@
 """The ``roadvision`` command line: ``data``, ``train``/``calibrate``/``evaluate``/``analyze``/
-``distill``, ``model``, ``pipeline`` and ``serve``.
+``distill``, ``model``, ``pipeline``, ``serve`` and ``info`` (version, home, store, device).
 
 Every command answers bad input with one readable line on stderr and a non-zero exit code;
 set ``ROADVISION_DEBUG=1`` to see the full traceback instead.
@@ -26,7 +26,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 # Optional groups: each imports heavy libraries (torch, kfp, kserve) only when it is used.
-for _module in ("ml", "model", "pipeline", "serve"):
+for _module in ("info", "ml", "model", "monitor", "pipeline", "predict", "imagery", "serve"):
     try:
         _mod = __import__(f"roadvision.cli.{_module}", fromlist=["register"])
     except ModuleNotFoundError as _exc:
@@ -40,13 +40,41 @@ EXPECTED_ERRORS = (UserError, ContractError, FileNotFoundError, NotADirectoryErr
 
 def main() -> None:
     """Entry point: run the app, turning expected errors into one-line messages."""
+    import typer.rich_utils
+
+    from roadvision.cli._options import help_width
+
+    # Help fills the real terminal (rich alone falls back to 80 columns whenever stdout is
+    # piped, and cuts option defaults with an ellipsis there).
+    width = typer.rich_utils.MAX_WIDTH
+    typer.rich_utils.MAX_WIDTH = width or help_width()
     try:
-        app()
+        sys.exit(_run())
+    finally:
+        typer.rich_utils.MAX_WIDTH = width
+
+
+def _run() -> int:
+    try:
+        code = app(standalone_mode=False)  # usage errors come here, not as a boxed panel
+    except typer.TyperException as exc:  # typer's (vendored) click errors: bad options
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            return 2  # the help is already printed
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        # typer words a bad choice "Value error, 'x' is not one of ..."; the value is enough
+        message = " ".join(exc.format_message().replace("Value error, ", "").split())
+        typer.secho(f"error: {message}{where}", err=True, fg=typer.colors.RED)
+        return exc.exit_code
+    except typer.Abort:
+        typer.secho("aborted", err=True)
+        return 1
     except EXPECTED_ERRORS as exc:
         if os.environ.get("ROADVISION_DEBUG"):
             raise
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        sys.exit(2)
+        return 2
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
-        sys.exit(130)
+        return 130
+    return code if isinstance(code, int) else 0

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from roadvision.cli._options import make_console
 from roadvision.errors import UserError
 
 app = typer.Typer(help="Make, import, validate and prepare data sets.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 _OVERWRITE_HELP = ("replace a non-empty --out that is not this command's earlier output for the "
                    "same inputs (without it such a folder is refused and left untouched)")
@@ -27,24 +27,34 @@ def synth(
                              "generator's named sizes) or WxH, e.g. 512x512 (up to 4032x3024)"),
     num_classes: int = typer.Option(4, help="lanes only: 4 or 12 classes"),
     overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
+    family: str = typer.Option("classic", help="scene family: classic, geometry, procedural, "
+                               "camera, degraded, a comma list, or all (rows spread evenly; "
+                               "the manifest's family column says which made each row)"),
 ) -> None:
     """Generate a procedural data set (aerial lanes or street-level roadwork)."""
     from roadvision.data.synth import generate
 
     info = generate(task=task, n=n, seed=seed, out=out, size=_parse_size(size),
-                    num_classes=num_classes, overwrite=overwrite)
+                    num_classes=num_classes, overwrite=overwrite, family=family)
     console.print(f"[green]wrote[/] {info.num_samples} {info.task} samples to {out} "
                   f"(content hash {info.content_hash[:12]})")
 
 
 @app.command("import")
 def import_(
-    fmt: str = typer.Option(..., "--format", help="mmseg, natix, roadwork-coco or ael"),
+    fmt: str = typer.Option(..., "--format",
+                            help="mmseg, natix, roadwork-coco, ael or folder"),
     src: Path = typer.Argument(..., help="source folder or file"),
     out: Path = typer.Option(..., help="output folder"),
     line_width: float = typer.Option(2.0, help="ael only: rasterised line width in pixels"),
     reduce_zero_label: bool = typer.Option(False, help="mmseg only: annotation 0 is 'ignore'"),
-    num_classes: int = typer.Option(4, help="mmseg/ael only: 4 or 12 lane classes"),
+    num_classes: int = typer.Option(4, help="mmseg/ael/folder only: 4 or 12 lane classes"),
+    labels: str | None = typer.Option(
+        None, help="folder only: the label table (CSV or parquet) relative to SRC; default "
+                   "labels.csv or labels.parquet"),
+    task: str | None = typer.Option(
+        None, help="folder only: lanes or roadwork (default: lanes when the table has a "
+                   "'mask' column)"),
     overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Import a data set in a real-world format into the data contract.
@@ -55,7 +65,7 @@ def import_(
 
     report = import_dataset(fmt, src, out, line_width=line_width,
                             reduce_zero_label=reduce_zero_label, num_classes=num_classes,
-                            overwrite=overwrite)
+                            labels=labels, task=task, overwrite=overwrite)
     console.print(report.summary(), markup=False, highlight=False)
 
 
@@ -113,10 +123,12 @@ def split(
     out: Path = typer.Option(..., help="output folder"),
     holdout_cities: list[str] = typer.Option(
         [], help="cities kept out of train/val (test only); repeat or comma-separate"),
-    val_fraction: float = typer.Option(0.10, min=0.0, max=0.9),
-    test_fraction: float = typer.Option(0.20, min=0.0, max=0.9),
+    val_fraction: float = typer.Option(0.10, min=0.0, max=0.9,
+                                       help="share of the rows (after held-out cities) for val"),
+    test_fraction: float = typer.Option(0.20, min=0.0, max=0.9,
+                                        help="share of the rows (after held-out cities) for test"),
     min_distance_m: float = typer.Option(100.0, min=0.0, help="train-to-val/test gap in metres"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="random seed of the split (same seed, same split)"),
     overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Add a ``split`` column: geo-aware, optionally holding out whole cities."""

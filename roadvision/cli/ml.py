@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
-from rich.console import Console
 
-from roadvision.cli._options import parse_sets
+from roadvision.cli._options import make_console, parse_sets
+from roadvision.components.run_params import TRAINING_PROFILES, TTA_MODES
 from roadvision.errors import UserError
 
-console = Console()
+console = make_console()
 
-_PROFILE_HELP = "training profile (epochs, batch, lr...): tiny, bench, demo or full"
+# Choices: a bad value fails at parsing, naming the valid ones.
+TrainingProfile = Literal[TRAINING_PROFILES]
+Tta = Literal[TTA_MODES]
+Split = Literal["train", "val", "test"]
+Protocol = Literal["natix"]
+
+_PROFILE_HELP = "training profile (epochs, batch, lr...)"
+_TTA_HELP = "test-time augmentation: none, flip (2 views) or full (8 views)"
 _SET_HELP = ("TrainConfig field KEY=VALUE (repeatable; VALUE is JSON where it parses), e.g. "
              "--set augment=heavy --set 'model_overrides={\"view_size\": 128}'")
 
@@ -56,6 +63,21 @@ def _bundle(path: Path) -> Path:
         raise UserError(f"{path} is not a model bundle (no config.json); a training run writes "
                         f"its bundle to RUN_DIR/bundle")
     return path
+
+
+def _bundle_for(bundle_dir: Path, data_dir: Path) -> tuple[Path, Path]:
+    """The bundle and the data set, checked to be of the same task: a roadwork model on lanes
+    data would otherwise fail deep in the reader ("roadwork rows without a label")."""
+    from roadvision.data.contract import read_info
+    from roadvision.models.bundle import bundle_task
+
+    model_task = bundle_task(_bundle(bundle_dir))
+    data_task = read_info(_dir(data_dir, "data set")).task
+    if model_task != data_task:
+        raise UserError(f"bundle {bundle_dir} is a {model_task} model but the data set "
+                        f"{data_dir} is {data_task}: use a {model_task} data set or a "
+                        f"{data_task} bundle")
+    return bundle_dir, data_dir
 
 
 _OVERWRITE_HELP = ("replace a non-empty folder that is not this command's earlier output "
@@ -134,6 +156,8 @@ def _report_run(result: Any, calibrate_after: bool, data_dir: Path) -> None:
 
 
 def _print_calibration(report: dict[str, Any]) -> None:
+    if report.get("warning"):  # too little data (temperature 1 kept) or a degenerate fit
+        console.print(f"[yellow]warning:[/] {report['warning']}")
     if "temperature" in report and "logit_bias" in report:
         console.print(f"calibrated on {report['split']} (n={report['n']}): temperature "
                       f"{report['temperature']:.3f}, logit bias {report['logit_bias']:.3f}; "
@@ -147,13 +171,15 @@ def _print_calibration(report: dict[str, Any]) -> None:
 def train(
     data_dir: Path = typer.Argument(..., help="data set folder with a train/val split"),
     run_dir: Path = typer.Argument(..., help="run folder: checkpoint, history, bundle/"),
-    training_profile: str = typer.Option("full", help=_PROFILE_HELP),
+    training_profile: TrainingProfile = typer.Option("full", help=_PROFILE_HELP),
     model_preset: str | None = typer.Option(
         None, help="model preset, e.g. roadwork_small (default: the training profile's)"),
-    epochs: int | None = typer.Option(None, min=1),
-    batch_size: int | None = typer.Option(None, min=1),
-    lr: float | None = typer.Option(None, help="peak learning rate"),
-    seed: int | None = typer.Option(None),
+    epochs: int | None = typer.Option(None, min=1, help="most epochs (early stopping may end "
+                                                         "sooner; default: the profile's)"),
+    batch_size: int | None = typer.Option(None, min=1,
+                                          help="images per step (default: the profile's)"),
+    lr: float | None = typer.Option(None, help="peak learning rate (default: the profile's)"),
+    seed: int | None = typer.Option(None, help="random seed (default: the profile's)"),
     device: str | None = typer.Option(None, help="auto, cpu or cuda[:N]"),
     sets: list[str] = typer.Option([], "--set", help=_SET_HELP),
     calibrate_after: bool = typer.Option(True, "--calibrate/--no-calibrate",
@@ -179,12 +205,13 @@ def distill(
     model_preset: str | None = typer.Option(
         None, help="the student's model preset (default: roadwork_student for roadwork, the "
                    "training profile's for lanes)"),
-    training_profile: str = typer.Option("full", help=_PROFILE_HELP),
-    epochs: int | None = typer.Option(None, min=1),
+    training_profile: TrainingProfile = typer.Option("full", help=_PROFILE_HELP),
+    epochs: int | None = typer.Option(None, min=1, help="most epochs (default: the profile's)"),
     alpha: float | None = typer.Option(None, help="weight of the hard loss (0-1)"),
     temperature: float | None = typer.Option(None, help="softening temperature T"),
     sets: list[str] = typer.Option([], "--set", help=_SET_HELP),
-    calibrate_after: bool = typer.Option(True, "--calibrate/--no-calibrate"),
+    calibrate_after: bool = typer.Option(True, "--calibrate/--no-calibrate",
+                                         help="fit temperature and bias on val afterwards"),
     overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
     """Distil an ensemble of teacher bundles into one smaller student."""
@@ -205,21 +232,25 @@ def distill(
 def calibrate(
     bundle_dir: Path = typer.Argument(..., help="model bundle folder"),
     data_dir: Path = typer.Argument(..., help="data set folder"),
-    split: str = typer.Option("val", help="split to fit on (never test)"),
+    split: Literal["train", "val"] = typer.Option("val", help="split to fit on (never test)"),
 ) -> None:
     """Fit temperature (and, for roadwork, a logit bias) and store them in the bundle."""
     from roadvision.evaluation import calibrate as calibrate_bundle
 
-    _print_calibration(calibrate_bundle(_bundle(bundle_dir), _dir(data_dir, "data set"),
-                                        split=split))
+    _print_calibration(calibrate_bundle(*_bundle_for(bundle_dir, data_dir), split=split))
 
 
 def evaluate(
     bundle_dir: Path = typer.Argument(..., help="model bundle folder"),
     data_dir: Path = typer.Argument(..., help="data set folder"),
-    split: str = typer.Option("test", help="split to score (train, val or test)"),
-    tta: str = typer.Option("none", help="none, flip or full"),
-    protocol: str | None = typer.Option(None, help="natix: 224 px JPEG, no metadata, 4 levels"),
+    split: Split = typer.Option("test", help="split to score"),
+    tta: Tta = typer.Option("none", help=_TTA_HELP),
+    protocol: Protocol | None = typer.Option(
+        None, help="natix: the validator's queries (224 px JPEG, no metadata, 4 levels) and "
+                   "reward (roadwork only)"),
+    natix_queries: int | None = typer.Option(None, min=1, help="natix: queries in the stream "
+                                             "(default: one per row)"),
+    seed: int = typer.Option(0, help="natix: seed of the query stream and augmentations"),
     out: Path | None = typer.Option(None, help="write metrics.json and predictions.parquet"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
     overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
@@ -228,8 +259,9 @@ def evaluate(
     from roadvision.evaluation import evaluate as evaluate_bundle
 
     def run(folder: Path | None) -> dict[str, Any]:
-        return evaluate_bundle(_bundle(bundle_dir), _dir(data_dir, "data set"), split=split,
-                               tta=tta, protocol=protocol, out_dir=folder)
+        return evaluate_bundle(*_bundle_for(bundle_dir, data_dir), split=split,
+                               tta=tta, protocol=protocol, out_dir=folder, seed=seed,
+                               natix_queries=natix_queries)
 
     if out is None:
         result = run(None)
@@ -244,6 +276,13 @@ def evaluate(
     console.print(f"{result['task']} on {split} (n={result['n']}, tta {tta}"
                   f"{', protocol ' + protocol if protocol else ''}): {headline} "
                   f"[bold]{result['headline']:.4f}[/]")
+    if "natix" in result:
+        nx = result["natix"]
+        console.print(f"  NATIX validator (seed {seed}, {nx['queries']} queries"
+                      f"{'' if nx['windows_full'] else ', fewer than 100: partial windows'}): "
+                      f"reward {nx['reward']:.4f}, MCC@100 {nx['mcc_100']:.4f}, "
+                      f"accuracy@10 {nx['accuracy_10']:.4f}, MCC@0.5 (np.round) "
+                      f"{nx['mcc@0.5']:.4f}")
     for name, value in result["metrics"].items():
         if isinstance(value, int | float):
             console.print(f"  {name:24s} {value:.4f}")
@@ -258,9 +297,9 @@ def evaluate(
 def analyze(
     bundle_dir: Path = typer.Argument(..., help="model bundle folder"),
     data_dir: Path = typer.Argument(..., help="data set folder"),
-    out: Path = typer.Option(..., help="report folder: report.html, failures.csv, metrics"),
-    split: str = typer.Option("test", help="split to analyse"),
-    tta: str = typer.Option("none", help="none, flip or full"),
+    out: Path = typer.Option(..., help="report folder: error_analysis.html, failures.csv, metrics"),
+    split: Split = typer.Option("test", help="split to analyse"),
+    tta: Tta = typer.Option("none", help=_TTA_HELP),
     max_gallery: int = typer.Option(12, min=0, help="worst cases shown with overlays"),
     overwrite: bool = typer.Option(False, "--overwrite", help=_OVERWRITE_HELP),
 ) -> None:
@@ -271,7 +310,7 @@ def analyze(
 
     with _report_folder(out, "analyze", overwrite, bundle_dir, data_dir, split=split, tta=tta,
                         max_gallery=max_gallery) as tmp:
-        name = error_analysis(_bundle(bundle_dir), _dir(data_dir, "data set"), tmp,
+        name = error_analysis(*_bundle_for(bundle_dir, data_dir), tmp,
                               split=split, tta=tta, max_gallery=max_gallery).name
     report = out / name
     failures = pd.read_csv(report.parent / "failures.csv")

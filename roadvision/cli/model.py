@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from roadvision.cli._options import TRACKING_URI_HELP, make_console
+
 app = typer.Typer(help="Registered models: list, show, promote, rollback, audit, uri (MLflow).",
                   no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def register(root: typer.Typer) -> None:
@@ -20,35 +23,55 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="model")
 
 
+_TRACKING_URI = typer.Option(None, "--tracking-uri", help=TRACKING_URI_HELP)
+
+
 @app.callback()
 def _store(tracking_uri: str | None = typer.Option(
-        None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-        help="MLflow store (default: mlflow.db in ROADVISION_HOME, ~/.cache/roadvision)")
-           ) -> None:
-    import os
-    from pathlib import Path
+        None, "--tracking-uri", help=TRACKING_URI_HELP)) -> None:
+    # Only recorded here: each command opens the store (its own --tracking-uri wins), so that
+    # `roadvision model list --tracking-uri X` works as well as `model --tracking-uri X list`.
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
 
+
+def _open_store(tracking_uri: str | None, *, missing_ok: bool = False) -> bool:
+    """Use ``tracking_uri`` (else the group's, else the environment's) for this command; check
+    it can be reached. False (``missing_ok``) or a UserError when the local store does not exist
+    yet: a read-only command never creates one (seconds of migrations for an empty registry)."""
     from roadvision import registry
+    from roadvision.errors import UserError
+    from roadvision.registry.store import missing_local_store
 
-    if not tracking_uri and not os.environ.get("ROADVISION_HOME") and \
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not os.environ.get("ROADVISION_HOME") and \
             Path(".roadvision", "mlflow.db").is_file():
         # The default store used to live in the working directory; say where it went.
         typer.secho(f"note: ./.roadvision/mlflow.db is not the default store any more (it is "
                     f"{registry.tracking_uri()}); set ROADVISION_HOME=.roadvision to use it",
                     err=True, fg=typer.colors.YELLOW)
-    registry.check_tracking(tracking_uri, parameter="--tracking-uri")
-    if tracking_uri:  # the store every registry call of this command goes to
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    missing = missing_local_store()
+    if missing is not None:
+        if missing_ok:
+            return False
+        raise UserError(f"no MLflow store at {missing} yet (nothing was registered there); "
+                        "pass --tracking-uri or set MLFLOW_TRACKING_URI for another store")
+    registry.check_tracking(None, parameter="--tracking-uri")
+    return True
 
 
 @app.command("list")
-def list_() -> None:
+def list_(tracking_uri: str | None = _TRACKING_URI) -> None:
     """Registered models with their champion and challenger."""
     from roadvision import registry
 
+    if not _open_store(tracking_uri, missing_ok=True):
+        typer.echo(f"no registered models: no store at {registry.tracking_uri()} yet")
+        return
     models = registry.list_models()
     if not models:
-        console.print(f"no registered models in {registry.tracking_uri()}")
+        typer.echo(f"no registered models in {registry.tracking_uri()}")  # whole, unwrapped
         return
     table = Table()
     for column in ("model", "versions", "latest", "champion", "challenger", "other aliases"):
@@ -65,10 +88,12 @@ def list_() -> None:
 
 @app.command("show")
 def show(model: str = typer.Argument(..., help="NAME, NAME@alias or NAME/version"),
-         as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+         as_json: bool = typer.Option(False, "--json", help="print JSON"),
+         tracking_uri: str | None = _TRACKING_URI) -> None:
     """One version: aliases, metrics, gate decision, lineage and audit tags."""
     from roadvision import registry
 
+    _open_store(tracking_uri)
     info = registry.get_version(model)
     if as_json:
         console.print_json(json.dumps({"name": info.name, "version": info.version,
@@ -91,8 +116,8 @@ def promote(name: str = typer.Argument(..., help="registered model name"),
             version: str = typer.Argument(..., help="version to make @champion (3 or v3)"),
             reason: str = typer.Option("", help="why (kept in the audit tags)"),
             force: bool = typer.Option(False, "--force",
-                                       help="promote a version the gate refused (needs --reason)")
-            ) -> None:
+                                       help="promote a version the gate refused (needs --reason)"),
+            tracking_uri: str | None = _TRACKING_URI) -> None:
     """Make VERSION the champion by hand (audit tags record who, when, why)."""
     from roadvision import registry
     from roadvision.errors import UserError
@@ -100,8 +125,9 @@ def promote(name: str = typer.Argument(..., help="registered model name"),
     version = registry.parse_version(version)
     if force and not reason.strip():
         raise UserError("--force: say why with --reason (it goes into the audit log)")
+    _open_store(tracking_uri)
     info = registry.promote(name, version, reason=reason or "manual promotion", force=force)
-    previous = info.tags.get("roadvision.champion.previous")
+    previous = (registry.alias_note(info.tags, registry.CHAMPION) or {}).get("previous")
     was = f" (was v{previous})" if previous and previous != info.version else ""
     forced = " (forced over the gate's refusal)" if force and \
         info.tags.get("gate.decision") == "refuse" else ""
@@ -110,21 +136,25 @@ def promote(name: str = typer.Argument(..., help="registered model name"),
 
 @app.command("rollback")
 def rollback(name: str = typer.Argument(..., help="registered model name"),
-             reason: str = typer.Option("", help="why (kept in the audit tags)")) -> None:
+             reason: str = typer.Option("", help="why (kept in the audit tags)"),
+             tracking_uri: str | None = _TRACKING_URI) -> None:
     """Point @champion back at the previous champion."""
     from roadvision import registry
 
+    _open_store(tracking_uri)
     info = registry.rollback(name, reason=reason)
-    was = info.tags.get("roadvision.champion.previous", "?")
+    was = (registry.alias_note(info.tags, registry.CHAMPION) or {}).get("previous") or "?"
     console.print(f"[yellow]{name} @champion rolled back from v{was} to v{info.version}[/]")
 
 
 @app.command("audit")
 def audit(name: str = typer.Argument(..., help="registered model name"),
-          as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+          as_json: bool = typer.Option(False, "--json", help="print JSON"),
+          tracking_uri: str | None = _TRACKING_URI) -> None:
     """Every alias change of NAME, oldest first (who, when, why)."""
     from roadvision import registry
 
+    _open_store(tracking_uri)
     registry.list_versions(name)  # a clear error for an unknown model
     entries = registry.audit_log(name)
     if as_json:
@@ -132,7 +162,9 @@ def audit(name: str = typer.Argument(..., help="registered model name"),
         return
     table = Table()
     for column in ("#", "at", "action", "alias", "version", "previous", "by", "reason"):
-        table.add_column(column, overflow="fold")
+        # short tokens stay whole in a narrow terminal; the free text folds
+        table.add_column(column, overflow="fold",
+                         no_wrap=column in ("#", "action", "alias", "version", "previous"))
     for i, e in enumerate(entries, 1):
         reason = str(e.get("reason", ""))
         if e.get("forced"):
@@ -148,9 +180,11 @@ def uri(model: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or model
         artifacts_destination: str | None = typer.Option(
             None, "--artifacts-destination", envvar="ROADVISION_ARTIFACTS_DESTINATION",
             help="the tracking server's --artifacts-destination (s3://BUCKET/PREFIX), to "
-                 "resolve mlflow-artifacts: URIs")) -> None:
+                 "resolve mlflow-artifacts: URIs"),
+        tracking_uri: str | None = _TRACKING_URI) -> None:
     """Print the version's model folder as KServe's storageUri takes it (s3://...)."""
     from roadvision import registry
 
+    _open_store(tracking_uri)
     # Plain print: a bare line that $(roadvision model uri ...) can use.
     print(registry.artifact_location(model, artifacts_destination))

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
+from typing import Literal
 
 import typer
-from rich.console import Console
 
-from roadvision.cli._options import parse_sets
+from roadvision.cli._options import make_console, parse_sets
+from roadvision.components.run_params import TASKS
 from roadvision.errors import UserError
+from roadvision.pipelines.run_profiles import RUN_PROFILES
+
+# Choices, so that a bad value fails at parsing with the valid ones named (`--task cars`).
+Task = Literal[TASKS]
+RunProfile = Literal[tuple(RUN_PROFILES)]
 
 app = typer.Typer(help="Compile, run (locally) and submit the training pipeline.",
                   no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def register(root: typer.Typer) -> None:
@@ -45,13 +52,23 @@ def build_params(run_profile: str, task: str, sets: list[str] | None, **shortcut
     return from_run_profile(run_profile, task=task, **values)
 
 
+def checked_params(run_profile: str, task: str, sets: list[str] | None, **shortcuts: object):
+    """:func:`build_params`, every parameter validated (not the data folder or the store, which
+    the run itself checks where it runs)."""
+    return build_params(run_profile, task, sets, **shortcuts).validate(check_data=False,
+                                                                       check_mlflow=False)
+
+
+_COMPILE_OUT = Path("pipelines/training_pipeline.yaml")
 _SET_HELP = "pipeline parameter KEY=VALUE (repeatable), e.g. --set min_delta=0.02"
-_RUN_PROFILE_HELP = "run profile (a whole run's parameters): tiny, demo or full"
+_RUN_PROFILE_HELP = "run profile (a whole run's parameters; see `roadvision pipeline params`)"
+_TASK_HELP = "what the models learn: lane segmentation or roadwork classification"
 
 
 @app.command("compile")
 def compile_(
-    out: Path = typer.Option(Path("pipelines/training_pipeline.yaml"), help="output YAML file"),
+    out: Path = typer.Option(_COMPILE_OUT, help="output YAML file (the default is the committed "
+                             "file of a source checkout, run from its root)"),
     image: str | None = typer.Option(None, help="component image (Dockerfile.train build)"),
     gpu_type: str | None = typer.Option(None, help="accelerator resource, e.g. nvidia.com/gpu"),
     gpu_count: int | None = typer.Option(None, min=0, help="GPUs per training pod"),
@@ -66,6 +83,10 @@ def compile_(
     from roadvision.pipelines.cluster import ClusterSettings, parse_pairs, parse_toleration
     from roadvision.pipelines.compile import compile_pipeline
 
+    if out == _COMPILE_OUT and not out.parent.is_dir():
+        # Outside a checkout the default would plant a pipelines/ folder in the working directory.
+        raise UserError(f"--out: no {out.parent}/ folder here (the default {out} is a source "
+                        "checkout's committed file); pass --out FILE")
     settings = ClusterSettings.from_env()
     for name, value in (("image", image), ("accelerator_type", gpu_type),
                         ("accelerator_limit", gpu_count), ("s3_secret", s3_secret),
@@ -83,19 +104,22 @@ def compile_(
 @app.command("run")
 def run(
     local: bool = typer.Option(False, "--local", help="run on this machine with kfp.local"),
-    run_profile: str = typer.Option("demo", help=_RUN_PROFILE_HELP),
-    task: str = typer.Option("roadwork", help="lanes or roadwork"),
+    run_profile: RunProfile = typer.Option("demo", help=_RUN_PROFILE_HELP),
+    task: Task = typer.Option("roadwork", help=_TASK_HELP),
     data_uri: str | None = typer.Option(None, help="data set folder, s3:// prefix or synth://"),
     epochs: int | None = typer.Option(None, help="training epochs"),
     members: int | None = typer.Option(None, help="ensemble size"),
     model_name: str | None = typer.Option(None, help="registered model name"),
-    mlflow_tracking_uri: str | None = typer.Option(None, help="MLflow store (default local)"),
+    mlflow_tracking_uri: str | None = typer.Option(
+        None, "--mlflow-tracking-uri", "--tracking-uri",
+        help="MLflow store (default: $MLFLOW_TRACKING_URI, else the roadvision home's)"),
     sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
     pipeline_file: Path | None = typer.Option(None, help="compiled YAML to run (default: "
                                               "compile the current code)"),
 ) -> None:
     """Run the whole pipeline locally (same DAG, subprocesses, SQLite MLflow)."""
     from roadvision.pipelines.local import run_local
+    from roadvision.progress import Heartbeat
 
     if not local:
         raise UserError("pipeline run: only --local is supported here; use `roadvision pipeline "
@@ -103,7 +127,9 @@ def run(
     params = build_params(run_profile, task, sets, data_uri=data_uri, epochs=epochs,
                           members=members, model_name=model_name,
                           mlflow_tracking_uri=mlflow_tracking_uri)
-    result = run_local(params, pipeline_file=pipeline_file)
+    # as in the demo: the store is opened (or created) and the DAG compiled before a step prints
+    with Heartbeat(lambda: "preparing the pipeline run (MLflow store, compile)", out=sys.stdout):
+        result = run_local(params, pipeline_file=pipeline_file)
     typer.echo(result.summary())  # plain: long paths must not be wrapped
     if not result.succeeded:
         raise typer.Exit(1)
@@ -113,8 +139,8 @@ def run(
 def submit(
     host: str = typer.Option(..., help="KFP API URL, e.g. http://localhost:8888"),
     experiment: str = typer.Option("roadvision", help="KFP experiment"),
-    run_profile: str = typer.Option("full", help=_RUN_PROFILE_HELP),
-    task: str = typer.Option("roadwork", help="lanes or roadwork"),
+    run_profile: RunProfile = typer.Option("full", help=_RUN_PROFILE_HELP),
+    task: Task = typer.Option("roadwork", help=_TASK_HELP),
     data_uri: str | None = typer.Option(None, help="s3:// prefix or synth:// (cluster paths)"),
     sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
     pipeline_file: Path | None = typer.Option(None, help="compiled YAML (default: committed)"),
@@ -124,15 +150,33 @@ def submit(
     """Submit a run to a Kubeflow Pipelines cluster."""
     from roadvision.pipelines.submit import submit as submit_run
 
-    params = build_params(run_profile, task, sets, data_uri=data_uri)
+    params = build_params(run_profile, task, sets, data_uri=data_uri)  # submit validates
     run_id = submit_run(params, host=host, experiment=experiment, pipeline_file=pipeline_file,
                         run_name=run_name, namespace=namespace)
     console.print(f"[green]submitted[/] run {run_id} to {host}")
 
 
 @app.command("params")
-def params(run_profile: str = typer.Option("full", help=_RUN_PROFILE_HELP),
-           task: str = typer.Option("roadwork", help="lanes or roadwork")) -> None:
-    """Print a run profile's pipeline parameters."""
-    for key, value in build_params(run_profile, task, None).to_dict().items():
-        console.print(f"{key} = {value!r}")
+def params(run_profile: RunProfile = typer.Option("full", help=_RUN_PROFILE_HELP),
+           task: Task = typer.Option("roadwork", help=_TASK_HELP),
+           sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP)) -> None:
+    """Print a run profile's pipeline parameters (with --set applied), every one validated."""
+    for key, value in checked_params(run_profile, task, sets).to_dict().items():
+        typer.echo(f"{key} = {value!r}")
+
+
+@app.command("runs")
+def runs(root: Path | None = typer.Option(None, help="runs folder (default: "
+                                          "$ROADVISION_HOME/pipeline_runs)"),
+         as_json: bool = typer.Option(False, "--json", help="JSON instead of a table")) -> None:
+    """List local pipeline runs: status, start, duration, registered version, outputs."""
+    import json
+
+    from roadvision.pipelines.runs import format_table, list_runs
+    from roadvision.registry import roadvision_home
+
+    records = list_runs(root if root is not None else roadvision_home() / "pipeline_runs")
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in records], indent=2))
+    else:
+        typer.echo(format_table(records))  # plain: long paths must not be wrapped

@@ -8,6 +8,8 @@ checked here first, so that a bad one is reported under the name the user typed
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from roadvision.errors import UserError
@@ -54,6 +56,9 @@ def serve(
     device: str | None = typer.Option(None, help="cpu or cuda (default: auto)"),
     forward_workers: int | None = typer.Option(
         None, help="forward processes per model (default 1); 0 = a thread in the server"),
+    tracking_uri: str | None = typer.Option(
+        None, "--tracking-uri", help="MLflow store that models:/ URIs resolve in (default: "
+                                     "$MLFLOW_TRACKING_URI, else the roadvision home's)"),
 ) -> None:
     """Serve model bundles over HTTP (KServe v1 and Open Inference Protocol v2)."""
     if len(model_name) > len(model):
@@ -78,6 +83,8 @@ def serve(
             argv += [flag, str(value)]
     if allow_model_control:
         argv.append("--allow_model_control")
+    if tracking_uri:  # the entry point reads the store from the environment, as in a pod
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     from roadvision.serving.__main__ import main
 
     main(argv)

@@ -10,6 +10,14 @@ level is a config value, never hard-coded in the loop.
   the tile's rotation), colour, cast shadows, haze and noise. No free rotation: nearest
   resampling breaks 1-3 px lines.
 
+Appearance groups (``APPEARANCE``, issue 13): on top of any level, ``appearance=("colour",
+"style", "noise", "blur", "jpeg")`` adds strong appearance changes that a model trained on one
+renderer must learn to ignore: white balance, gamma and channel swaps; style and texture
+(posterize, equalize, tone curve, emboss, sharpen, plasma-textured shade, greyscale, sepia);
+corruption-style sensor noise; defocus, motion and zoom blur; JPEG at any quality and
+down-and-up resampling. Each group can be switched alone (the cross-domain benchmark measures
+each). Lanes get milder blur and resampling: their lines are 1-3 px wide.
+
 Reproducibility: every call takes an explicit ``seed`` (the dataset derives it from the run
 seed, the epoch and the sample index). The result depends only on that seed, not on a global
 RNG, so a resumed run sees exactly the augmentations the uninterrupted run would have seen.
@@ -26,7 +34,10 @@ from roadvision.errors import UserError
 
 __all__ = [
     "LEVELS",
+    "APPEARANCE",
     "build_augment",
+    "appearance_transforms",
+    "check_appearance",
     "build_view_augment",
     "apply_augment",
     "augment_views",
@@ -34,6 +45,8 @@ __all__ = [
 ]
 
 LEVELS = ("none", "light", "medium", "heavy")
+#: Strong appearance augmentation groups (any subset, on top of a level).
+APPEARANCE = ("colour", "style", "noise", "blur", "jpeg")
 
 # level -> strength multiplier and per-transform probability scale
 _STRENGTH = {"light": 0.5, "medium": 1.0, "heavy": 1.5}
@@ -73,8 +86,65 @@ def _sensor(s: float) -> list[A.BasicTransform]:
     ]
 
 
-def build_augment(task: str, level: str = "medium", image_size: int = 224) -> A.Compose | None:
-    """The whole-image pipeline for ``task`` at ``level`` (None for ``none``).
+def check_appearance(groups) -> tuple[str, ...]:
+    """Validated appearance groups (a list, tuple or comma string) in canonical order."""
+    names = [g.strip() for g in (groups.split(",") if isinstance(groups, str) else groups or ())]
+    names = [g for g in names if g]
+    if names == ["all"]:
+        return APPEARANCE
+    unknown = [g for g in names if g not in APPEARANCE]
+    if unknown:
+        raise UserError(f"unknown appearance augmentation {unknown}; valid: "
+                        f"{', '.join(APPEARANCE)} or all")
+    return tuple(g for g in APPEARANCE if g in names)
+
+
+def appearance_transforms(task: str, groups) -> list[A.BasicTransform]:
+    """The strong appearance transforms of ``groups`` (see the module docstring)."""
+    thin = task == "lanes"  # 1-3 px lines: no blur or resampling that erases them
+    out: list[A.BasicTransform] = []
+    for group in check_appearance(groups):
+        if group == "colour":
+            out += [
+                A.PlanckianJitter(mode="blackbody", p=0.4),
+                A.RandomGamma(gamma_limit=(60, 160), p=0.4),
+                A.OneOf([A.RGBShift(r_shift_limit=30, g_shift_limit=30, b_shift_limit=30),
+                         A.ChannelShuffle(),
+                         A.HueSaturationValue(hue_shift_limit=25, sat_shift_limit=50,
+                                              val_shift_limit=30)], p=0.6),
+                A.RandomBrightnessContrast(brightness_limit=0.35, contrast_limit=0.4, p=0.5),
+            ]
+        elif group == "style":
+            out += [
+                A.OneOf([A.Posterize(num_bits=(3, 6)), A.Equalize(),
+                         A.RandomToneCurve(scale=0.3), A.ToGray(), A.ToSepia()], p=0.4),
+                A.OneOf([A.Emboss(alpha=(0.2, 0.5)), A.Sharpen(alpha=(0.2, 0.5)),
+                         A.PlasmaShadow()], p=0.4),
+            ]
+        elif group == "noise":
+            out.append(A.OneOf([A.GaussNoise(std_range=(0.02, 0.1)),
+                                A.ISONoise(color_shift=(0.01, 0.06), intensity=(0.1, 0.6)),
+                                A.MultiplicativeNoise(multiplier=(0.85, 1.15), per_channel=True,
+                                                      elementwise=True)], p=0.5))
+        elif group == "blur":
+            if thin:
+                out.append(A.OneOf([A.GaussianBlur(blur_limit=(3, 3), sigma_limit=(0.3, 0.9)),
+                                    A.MotionBlur(blur_limit=(3, 3))], p=0.3))
+            else:
+                out.append(A.OneOf([A.Defocus(radius=(1, 3)), A.MotionBlur(blur_limit=(3, 9)),
+                                    A.ZoomBlur(max_factor=(1.0, 1.05)),
+                                    A.GaussianBlur(blur_limit=(3, 7))], p=0.4))
+        elif group == "jpeg":
+            low = 40 if thin else 15
+            out += [A.Downscale(scale_range=(0.6 if thin else 0.35, 0.9), p=0.3),
+                    A.ImageCompression(quality_range=(low, 95), p=0.6)]
+    return out
+
+
+def build_augment(task: str, level: str = "medium", image_size: int = 224,
+                  appearance=()) -> A.Compose | None:
+    """The whole-image pipeline for ``task`` at ``level`` (None for ``none`` without
+    ``appearance`` groups), with the strong ``appearance`` groups appended.
 
     ``image_size`` is the typical input side; it scales size-dependent parameters (sun flare
     radius, dropout holes) so tiny test images and full-size photos get comparable effects.
@@ -82,8 +152,9 @@ def build_augment(task: str, level: str = "medium", image_size: int = 224) -> A.
     _check_level(level)
     if task not in ("lanes", "roadwork"):
         raise UserError(f"unknown task {task!r}; expected 'lanes' or 'roadwork'")
+    strong = appearance_transforms(task, appearance)
     if level == "none":
-        return None
+        return A.Compose(strong) if strong else None
     s = _STRENGTH[level]
     colour = A.OneOf(
         [
@@ -124,7 +195,7 @@ def build_augment(task: str, level: str = "medium", image_size: int = 224) -> A.
         transforms = geometric + [colour] + aerial_weather + [
             A.GaussNoise(std_range=(0.01, 0.03 * s), p=min(0.2 * s, 0.4)),
         ]
-    return A.Compose(transforms)
+    return A.Compose(transforms + strong)
 
 
 def build_view_augment(level: str = "medium") -> A.Compose | None:

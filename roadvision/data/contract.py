@@ -104,7 +104,8 @@ COLUMNS: dict[str, str] = {
     "sha256": "string",  # of the image file's bytes
     "source": "string",  # e.g. "synthetic", "mmseg", "natix"
 }
-OPTIONAL_COLUMNS: dict[str, str] = {"split": "string", "weight": "Float64"}
+#: ``family``: the synthetic scene family that made the row (``roadvision.data.synth.families``).
+OPTIONAL_COLUMNS: dict[str, str] = {"split": "string", "weight": "Float64", "family": "string"}
 
 
 class ContractError(ValueError):

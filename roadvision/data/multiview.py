@@ -11,6 +11,11 @@ is resized to one model input, so large images are read as 12 views:
 Images no larger than about twice the view size hold no detail that tiles would add, so they give
 only the global view (V=1); NATIX requests (224 px JPEGs) take that path.
 
+Which of the two a model sees is fixed when it is trained (``training_view_mode``): a model
+whose training images all gave one view is stored as single-view (``num_views=1``) and stays
+single-view on any input; cutting a 640x480 request into 12 views would run view pruning and
+fusion it never trained on.
+
 Speed: every view is a downscale, so ``cv2.INTER_AREA`` (box filtering, alias-free when
 shrinking) does the work. Before cropping, the image is shrunk once by an integer factor so that
 the largest tile is still at least ``view_size`` pixels; each view then resizes a much smaller
@@ -20,10 +25,13 @@ hundreds a LANCZOS resize of each crop takes (``benchmarks/bench_data.py`` measu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import cv2
 import numpy as np
 
-__all__ = ["extract_views", "view_boxes", "view_count", "MIN_SIDE_FOR_TILES"]
+__all__ = ["extract_views", "view_boxes", "view_count", "training_view_mode",
+           "MIN_SIDE_FOR_TILES"]
 
 #: An image whose longer side is at most ``MIN_SIDE_FOR_TILES * view_size`` gives one view.
 MIN_SIDE_FOR_TILES = 2.0
@@ -61,6 +69,21 @@ def _grid_start(index: int, length: int, tile: int) -> int:
 def view_count(width: int, height: int, view_size: int, num_views: int = 12) -> int:
     """How many views ``extract_views`` cuts from a ``width`` x ``height`` image."""
     return 1 if max(width, height) <= MIN_SIDE_FOR_TILES * view_size else num_views
+
+
+def training_view_mode(sizes: Iterable[tuple[int, int]], view_size: int,
+                       num_views: int = 12) -> str:
+    """``"single"`` when every (width, height) in ``sizes`` gives one view, else ``"multi"``.
+
+    A model trained only on images that ``view_count`` leaves whole never saw a tile; a single
+    image that is cut makes the multiview path part of what it learnt.
+    """
+    if num_views == 1:
+        return "single"
+    counts = {view_count(int(w), int(h), view_size, num_views) for w, h in sizes}
+    if not counts:
+        raise ValueError("training_view_mode needs the size of at least one training image")
+    return "single" if counts == {1} else "multi"
 
 
 def extract_views(image: np.ndarray, view_size: int, num_views: int = 12) -> np.ndarray:

@@ -12,10 +12,24 @@ different questions, so they are fitted in an order that keeps them from fightin
 3. ``b = -t* / T``, so the bundle's formula reproduces both.
 
 Lanes: a temperature only (multi-class NLL over a pixel subsample); no bias.
+
+Where the logits come from: the validation split (``calibrate``), or, better, out-of-fold
+predictions over train+val (``calibrate_on`` with the fold models and their held-out folds,
+``roadvision.components.train``): k times more images than val alone, none seen by the model
+that scored it (DESIGN.md: k-fold CV on train+val replaces the seed's fine-tuning on test).
+
+Too little data is not fitted. A set with fewer than ``MIN_SAMPLES`` images (or fewer than
+``MIN_PER_CLASS`` of either label) gives a temperature and threshold that are noise: a
+12-image val set used to pin the temperature at the bound 100 without a word. Then the fit
+falls back to temperature 1 and no bias, warns in one line (``CalibrationWarning``) and says so
+in the report's ``warning``. On enough data a temperature on its bound is kept (a model whose
+logits carry no information there is best answered near 0.5), with a warning that says so.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +40,45 @@ from roadvision.errors import UserError
 from roadvision.metrics import ece, mcc
 
 __all__ = ["fit_temperature", "fit_threshold", "fit_binary_calibration",
-           "fit_multiclass_temperature", "calibrate"]
+           "fit_multiclass_temperature", "calibrate", "calibrate_on", "calibration_problem",
+           "CalibrationWarning", "MIN_SAMPLES", "MIN_PER_CLASS", "T_BOUNDS"]
+
+MIN_SAMPLES = 40  # images; below this the fitted values move more than they correct
+MIN_PER_CLASS = 8  # roadwork: images of each label
+T_BOUNDS = (0.05, 100.0)  # a fitted temperature on a bound is a sign of a degenerate fit
+
+
+class CalibrationWarning(UserWarning):
+    """Calibration fell back to the untouched model (too little data, or a degenerate fit)."""
+
+
+def calibration_problem(labels: np.ndarray | None, n_images: int) -> str | None:
+    """Why ``n_images`` images (roadwork: with ``labels``) are too few to fit on, or None."""
+    if n_images < MIN_SAMPLES:
+        return f"{n_images} images, fewer than {MIN_SAMPLES}"
+    if labels is not None:
+        positives = int(np.sum(labels))
+        if min(positives, n_images - positives) < MIN_PER_CLASS:
+            return (f"{positives} of {n_images} images with roadwork, fewer than "
+                    f"{MIN_PER_CLASS} of one label")
+    return None
+
+
+def _warn(message: str) -> str:
+    warnings.warn(message, CalibrationWarning, stacklevel=3)
+    return message
+
+
+def _bound_message(t: float, n_images: int) -> str:
+    why = ("the logits separate them perfectly, so no finite temperature is best"
+           if t <= T_BOUNDS[0] * 1.001 else
+           "the logits carry almost no information there (or point the wrong way)")
+    return (f"calibration: the temperature ran to its bound ({t:g}) on {n_images} images: "
+            f"{why}; check the model and the data before trusting its probabilities")
+
+
+def _on_bound(t: float) -> bool:
+    return bool(np.isclose(t, T_BOUNDS[0]) or np.isclose(t, T_BOUNDS[1]))
 
 
 def _lbfgs_log_t(nll) -> float:
@@ -42,8 +94,8 @@ def _lbfgs_log_t(nll) -> float:
     opt.step(closure)
     t = float(log_t.detach().exp())
     if not np.isfinite(t):
-        return 1.0
-    return float(np.clip(t, 0.05, 100.0))
+        return T_BOUNDS[1]  # diverged: degenerate, as a bound is
+    return float(np.clip(t, *T_BOUNDS))
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, offset: float = 0.0) -> float:
@@ -83,12 +135,22 @@ def fit_threshold(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fit_binary_calibration(logits: np.ndarray, labels: np.ndarray,
-                           fit_bias: bool = True) -> dict[str, float]:
-    """``{"temperature", "logit_bias", "threshold_logit"}`` for the bundle's formula."""
-    t_star = fit_threshold(logits, labels) if fit_bias else 0.0
-    temperature = fit_temperature(logits, labels, offset=t_star)
+                           fit_bias: bool = True) -> dict[str, Any]:
+    """``{"temperature", "logit_bias", "threshold_logit"}`` for the bundle's formula, plus
+    ``warning`` (None, or the one line said when it fell back, see the module docstring)."""
+    y = np.asarray(labels)
+    problem = calibration_problem(y, len(y))
+    if problem is not None:
+        warning = _warn(f"calibration not fitted: {problem}; keeping temperature 1 and bias 0 "
+                        "(use a larger validation split or out-of-fold predictions)")
+        return {"temperature": 1.0, "logit_bias": 0.0, "threshold_logit": 0.0,
+                "warning": warning}
+    t_star = fit_threshold(logits, y) if fit_bias else 0.0
+    temperature, warning = fit_temperature(logits, y, offset=t_star), None
+    if _on_bound(temperature):
+        warning = _warn(_bound_message(temperature, len(y)))
     return {"temperature": temperature, "logit_bias": -t_star / temperature,
-            "threshold_logit": t_star}
+            "threshold_logit": t_star, "warning": warning}
 
 
 def fit_multiclass_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -106,11 +168,11 @@ def calibrate(bundle_dir: str | Path, data_dir: str | Path, split: str = "val",
               batch_size: int = 32, fit_bias: bool = True, max_pixels: int = 200_000) -> dict:
     """Fit calibration on ``split`` of ``data_dir`` and write it into the bundle's config.json.
 
-    Returns the fitted values and the split's ECE / MCC before and after.
+    Returns the fitted values and the split's ECE / MCC before and after (and ``warning``
+    when the split was too small or the fit degenerate: then temperature 1 is kept).
     """
-    from roadvision.models.bundle import load_bundle, update_bundle_config
+    from roadvision.models.bundle import load_bundle
     from roadvision.runtime.dataset import ManifestDataset
-    from roadvision.runtime.inference import LOGITS, predict_dataset
     from roadvision.runtime.readers import load_rows
 
     if split == "test":
@@ -118,31 +180,49 @@ def calibrate(bundle_dir: str | Path, data_dir: str | Path, split: str = "val",
     model = load_bundle(bundle_dir)
     rows = load_rows(data_dir, [split])
     ds = ManifestDataset(data_dir, rows, model.cfg)
-    if model.cfg.task == "roadwork":
-        res = list(predict_dataset(model, ds, batch_size=batch_size, mode=LOGITS))
-        z = np.array([r["logit"] for r in res])
-        y = np.array([r["label"] for r in res])
+    return calibrate_on(bundle_dir, [(model, ds)], split, batch_size=batch_size,
+                        fit_bias=fit_bias, max_pixels=max_pixels)
+
+
+def calibrate_on(bundle_dir: str | Path, sources: Sequence[tuple[Any, Any]], source: str,
+                 batch_size: int = 32, fit_bias: bool = True,
+                 max_pixels: int = 200_000) -> dict:
+    """Fit on the raw logits each ``(model, dataset)`` pair gives (one pair: the bundle's model
+    on val; k pairs: fold models on their held-out folds) and write the result into the
+    bundle's config.json. ``source`` names the data in the report (``"val"``, ``"oof-5"``).
+
+    ECE and MCC before/after are measured on those same logits (in-sample for val; for
+    out-of-fold logits they are the fold models', not the bundle's).
+    """
+    from roadvision.models.bundle import load_bundle, update_bundle_config
+    from roadvision.runtime.inference import LOGITS, predict_dataset
+
+    cfg = load_bundle(bundle_dir).cfg
+    if cfg.task == "roadwork":
+        z_parts, y_parts = [], []
+        for model, ds in sources:
+            res = list(predict_dataset(model, ds, batch_size=batch_size, mode=LOGITS))
+            z_parts.append(np.array([r["logit"] for r in res], dtype=np.float64))
+            y_parts.append(np.array([r["label"] for r in res], dtype=np.int64))
+        z, y = np.concatenate(z_parts), np.concatenate(y_parts)
         fitted = fit_binary_calibration(z, y, fit_bias=fit_bias)
-        before = _probs(z, model.cfg.temperature, model.cfg.logit_bias)
+        before = _probs(z, cfg.temperature, cfg.logit_bias)
         after = _probs(z, fitted["temperature"], fitted["logit_bias"])
         report: dict[str, Any] = {
-            **fitted, "split": split, "n": len(y),
+            **fitted, "split": source, "n": len(y),
             "ece_before": ece(y, before), "ece_after": ece(y, after),
             "mcc_before": mcc(y, before >= 0.5), "mcc_after": mcc(y, after >= 0.5),
         }
         changes = {"temperature": fitted["temperature"], "logit_bias": fitted["logit_bias"]}
     else:
-        report, changes = _calibrate_lanes(model, ds, batch_size, max_pixels, split)
+        report, changes = _calibrate_lanes(sources, batch_size, max_pixels, source)
     update_bundle_config(bundle_dir, extra={"calibration": report}, **changes)
     return report
 
 
-def _calibrate_lanes(model, ds, batch_size, max_pixels, split) -> tuple[dict, dict]:
+def _lane_pixels(model, ds, batch_size: int, per_image: int, rng) -> Any:
     from roadvision.runtime.inference import LOGITS, predict_dataset
 
-    rng = np.random.default_rng(0)
-    zs, ys = [], []
-    per_image = max(1, max_pixels // max(len(ds), 1))
     for res in predict_dataset(model, ds, batch_size=batch_size, mode=LOGITS):
         logits = res["logits"]  # [C, H, W] at the tile size
         flat = logits.reshape(logits.shape[0], -1).T
@@ -152,9 +232,28 @@ def _calibrate_lanes(model, ds, batch_size, max_pixels, split) -> tuple[dict, di
         bg = np.flatnonzero(lab == 0)
         take = min(len(bg), per_image)
         idx = np.concatenate([lane, rng.choice(bg, take, replace=False) if take else bg[:0]])
-        zs.append(flat[idx])
-        ys.append(lab[idx])
+        yield flat[idx], lab[idx]
+
+
+def _calibrate_lanes(sources, batch_size, max_pixels, split) -> tuple[dict, dict]:
+    rng = np.random.default_rng(0)
+    n_images = sum(len(ds) for _, ds in sources)
+    per_image = max(1, max_pixels // max(n_images, 1))
+    problem = calibration_problem(None, n_images)
+    if problem is not None:
+        warning = _warn(f"calibration not fitted: {problem}; keeping temperature 1 (use a "
+                        "larger validation split or out-of-fold predictions)")
+        return ({"temperature": 1.0, "split": split, "n": n_images, "n_pixels": 0,
+                 "warning": warning}, {"temperature": 1.0})
+    zs, ys = [], []
+    for model, ds in sources:
+        for z_part, y_part in _lane_pixels(model, ds, batch_size, per_image, rng):
+            zs.append(z_part)
+            ys.append(y_part)
     z, y = np.concatenate(zs), np.concatenate(ys)
-    t = fit_multiclass_temperature(z, y)
-    report = {"temperature": t, "split": split, "n_pixels": int(len(y))}
+    t, warning = fit_multiclass_temperature(z, y), None
+    if _on_bound(t):
+        warning = _warn(_bound_message(t, n_images))
+    report = {"temperature": t, "split": split, "n": n_images, "n_pixels": int(len(y)),
+              "warning": warning}
     return report, {"temperature": t}

@@ -1,9 +1,12 @@
 """Error analysis: every failure with its metadata, confidence and image, and an HTML report.
 
-The report is one self-contained HTML file (plots embedded as base64 PNG) with sections:
-summary, sliced metrics (weather, daytime, scene, city, confidence bin), reliability diagram
-(roadwork) or per-class IoU (lanes), confusion matrix, and a gallery of the worst cases (lanes:
-true and predicted masks overlaid on the tile). ``failures.csv`` lists every failure.
+The report is one self-contained HTML file, ``error_analysis.html`` (plots embedded as base64
+PNG), titled with the model it describes, with sections: summary (a table), sliced metrics
+(weather, daytime, scene, city, confidence bin), reliability diagram (roadwork) or per-class IoU
+(lanes), confusion matrix, and a gallery of the worst cases (lanes: true and predicted masks
+overlaid on the tile, with a colour legend). A banner says so when the data set is synthetic
+(its ``dataset.json``), so that nobody reads its scores as real-world figures. ``failures.csv``
+lists every failure.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
+import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +23,11 @@ import pandas as pd
 
 from roadvision.evaluation.evaluate import evaluate
 
-__all__ = ["error_analysis", "failures", "LANE_FAILURE_IOU"]
+__all__ = ["error_analysis", "failures", "retitle", "model_label", "LANE_FAILURE_IOU", "REPORT"]
 
 LANE_FAILURE_IOU = 0.5  # an image whose lane mIoU is below this counts as a failure
-REPORT = "report.html"
+REPORT = "error_analysis.html"
+NA = "n/a"  # what a table cell or a bar says for an undefined number (MCC of a one-class slice)
 # overlay colours per lane class id (background transparent)
 _LANE_COLOURS = np.array([[0, 0, 0], [255, 60, 60], [60, 160, 255], [255, 220, 0]] +
                          [[200, 0, 200]] * 8, np.uint8)
@@ -59,16 +64,25 @@ def _slice_plots(result: dict) -> list[str]:
         if field == "confidence":
             continue
         names = list(groups)
-        values = [groups[k].get(metric) or 0.0 for k in names]
+        raw = [_number(groups[k].get(metric)) for k in names]
+        values = [0.0 if v is None else v for v in raw]
         fig, ax = plt.subplots(figsize=(max(3, 0.8 * len(names) + 1.5), 2.6))
-        bars = ax.bar(names, values, color="#4c72b0")
-        for bar, k in zip(bars, names, strict=True):
-            ax.annotate(f"n={groups[k]['n']}", (bar.get_x() + bar.get_width() / 2,
-                                                bar.get_height()), ha="center", fontsize=7)
+        # An undefined value (MCC of a slice with one class only) would be an invisible bar:
+        # it gets a hatched grey stub and says "n/a" instead.
+        bars = ax.bar(names, [0.03 if v is None else v for v in raw],
+                      color=["#cccccc" if v is None else "#4c72b0" for v in raw])
+        for bar, k, v in zip(bars, names, raw, strict=True):
+            if v is None:
+                bar.set_hatch("///")
+            label = f"n={int(groups[k]['n'])}" + ("" if v is not None else f"\n{metric} {NA}")
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, max(bar.get_height(), 0)),
+                        ha="center", va="bottom", fontsize=7)
         ax.set_title(f"{metric} by {field}")
-        ax.set_ylim(min(0.0, min(values)) - 0.05, 1.05)
+        ax.set_ylim(min(0.0, min(values)) - 0.05, 1.15)
         ax.tick_params(axis="x", labelrotation=30)
-        out.append(_img(_png(fig), f"{metric} by {field}"))
+        undefined = [k for k, v in zip(names, raw, strict=True) if v is None]
+        out.append(_img(_png(fig), f"{metric} by {field}" +
+                        (f"; {NA}: {', '.join(undefined)}" if undefined else "")))
     return out
 
 
@@ -91,7 +105,7 @@ def _iou_plot(result: dict) -> str:
 
     per = result["metrics"]["per_class_iou"]
     fig, ax = plt.subplots(figsize=(4, 2.6))
-    ax.bar(list(per), [v or 0.0 for v in per.values()], color="#55a868")
+    ax.bar(list(per), [_number(v) or 0.0 for v in per.values()], color="#55a868")
     ax.set_ylim(0, 1.05)
     ax.set_title("IoU per class")
     ax.tick_params(axis="x", labelrotation=30)
@@ -165,15 +179,132 @@ def _gallery(bundle_dir, data_dir, result: dict, worst: pd.DataFrame) -> list[st
     return items
 
 
+def _number(value) -> float | None:
+    """``value`` as a finite float, None when it is missing or undefined (None, NaN, pd.NA)."""
+    if value is None or value is pd.NA or isinstance(value, bool | str):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _fmt(value, integer: bool = False) -> str:
+    """One cell as people read it: counts as integers, other numbers with 3 decimals, text as
+    it is, anything undefined as "n/a"."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)).lower()
+    if isinstance(value, str):
+        return value
+    number = _number(value)
+    if number is None:
+        return NA
+    if integer or isinstance(value, int | np.integer):
+        return str(int(round(number)))
+    return f"{number:.3f}"
+
+
+def _integer_columns(df: pd.DataFrame) -> set[str]:
+    """Columns that hold counts or ids: integer dtypes, ``n``/``n_*``, and float columns whose
+    values are all whole numbers above 1 (a count stored as float after a NULL crept in)."""
+    out = set()
+    for col in df.columns:
+        values = pd.to_numeric(df[col], errors="coerce").dropna()
+        if pd.api.types.is_bool_dtype(df[col]) or values.empty:
+            continue
+        if pd.api.types.is_integer_dtype(df[col]) or col == "n" or str(col).startswith("n_") or \
+                (len(values) == df[col].notna().sum() and (values % 1 == 0).all()
+                 and values.abs().max() > 1):
+            out.add(col)
+    return out
+
+
 def _table(df: pd.DataFrame, limit: int = 200) -> str:
-    return df.head(limit).to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="NULL",
-                                  border=0, classes="tbl")
+    whole = _integer_columns(df)
+    text = df.head(limit).astype(object).apply(
+        lambda col: [_fmt(v, integer=col.name in whole) for v in col])
+    return text.to_html(index=False, border=0, classes="tbl", escape=True)
+
+
+def _summary(result: dict, split: str | None, tta: str, protocol: str | None,
+             n_failures: int) -> str:
+    """The run's settings and every scalar metric as a two-column table."""
+    rows = [("task", result["task"]), ("split", split or "all"), ("tta", tta),
+            ("protocol", protocol or "default"), ("images", int(result["n"])),
+            (f"headline ({result['headline_name']})", result["headline"]),
+            ("failures", int(n_failures))]
+    rows += [(k, v) for k, v in result["metrics"].items() if not isinstance(v, list | dict)]
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>"
+                    f"{html.escape(_fmt(v, integer=k in ('n', 'images', 'failures')))}</td></tr>"
+                    for k, v in rows)
+    return f'<table class="tbl summary" id="summary-table">{cells}</table>'
+
+
+def _legend(class_names: list[str]) -> str:
+    """The colour of each lane class in the overlays (background is left transparent)."""
+    items = " ".join(
+        f'<span class="swatch" style="background:rgb{tuple(int(c) for c in _LANE_COLOURS[i])}">'
+        f'</span> {html.escape(name)}' for i, name in enumerate(class_names) if i > 0)
+    return f'<p class="legend" id="legend">Overlay colours: {items}</p>'
+
+
+def _dataset_banner(data_dir: str | Path) -> str:
+    """A visible "synthetic data" label when the data contract says the data is synthetic."""
+    from roadvision.data.contract import read_info
+
+    try:
+        info = read_info(data_dir)
+    except Exception:  # noqa: BLE001 (no contract, no banner: the evaluation read the rows)
+        return ""
+    if not info.synthetic:
+        return ""
+    source = f" (source: {html.escape(info.source)})" if info.source else ""
+    return ('<p class="synthetic" id="synthetic"><b>Synthetic data</b>' + source +
+            ": these scores measure the model on generated images, not on real-world ones."
+            "</p>")
+
+
+def model_label(model_name: str, version: str | int) -> str:
+    """How a report names a registered model version: ``roadwork v3``."""
+    return f"{model_name} v{version}"
+
+
+def _bundle_label(bundle_dir: str | Path) -> str:
+    """How a report names a bundle that is not (yet) registered: its preset and content id."""
+    from roadvision.models.bundle import bundle_version, read_bundle_config
+
+    config = read_bundle_config(bundle_dir)
+    return f"{config.get('preset', 'model')} bundle {bundle_version(bundle_dir)} (not registered)"
+
+
+_TITLE = re.compile(r"<title>.*?</title>|<h1 id=\"title\">.*?</h1>", re.S)
+
+
+def retitle(page: str, label: str) -> str:
+    """The report ``page`` titled for ``label`` (the registered name and version, known only
+    after the report was written)."""
+    text = f"Error analysis: {html.escape(label)}"
+    return _TITLE.sub(lambda m: f"<title>{text}</title>" if m[0].startswith("<title>")
+                      else f'<h1 id="title">{text}</h1>', page)
+
+
+_STYLE = ("body{font-family:sans-serif;margin:1.5em}img{margin:4px}"
+          ".tbl{font-size:12px;border-collapse:collapse}.tbl td,.tbl th{padding:2px 6px;"
+          "border-bottom:1px solid #ddd;text-align:left}.summary th{font-weight:normal;"
+          "color:#444}.synthetic{background:#fff3cd;border:1px solid #e0c36c;padding:6px 10px}"
+          ".swatch{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;"
+          "vertical-align:middle;border:1px solid #888}")
 
 
 def error_analysis(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | Path,
                    split: str | None = "test", tta: str = "none", protocol: str | None = None,
-                   max_gallery: int = 12) -> Path:
-    """Evaluate, list every failure, and write ``out_dir/report.html``; returns its path."""
+                   max_gallery: int = 12, label: str | None = None) -> Path:
+    """Evaluate, list every failure, and write ``out_dir/error_analysis.html``; returns its path.
+
+    ``label`` names the model in the title (:func:`model_label`: ``roadwork v3``); without it
+    the title names the bundle's preset and content id.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -189,12 +320,7 @@ def error_analysis(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | 
     worst = fails.head(max_gallery) if protocol is None else fails.head(0)
 
     sections: list[tuple[str, str, str]] = []
-    summary = {k: v for k, v in result["metrics"].items() if not isinstance(v, list | dict)}
-    summary_html = (f"<p>task <b>{task}</b>, split <b>{split}</b>, tta <b>{tta}</b>, protocol "
-                    f"<b>{protocol or 'default'}</b>, n = {result['n']}, headline "
-                    f"{result['headline_name']} = <b>{result['headline']:.4f}</b>, failures "
-                    f"{len(fails)}</p><pre>{html.escape(json.dumps(summary, indent=1))}</pre>")
-    sections.append(("summary", "Summary", summary_html))
+    sections.append(("summary", "Summary", _summary(result, split, tta, protocol, len(fails))))
     sections.append(("slices", "Sliced metrics", "".join(_slice_plots(result))))
     if task == "roadwork":
         conf = pd.DataFrame(result["slices"]["confidence"]).T.reset_index(names="confidence bin")
@@ -204,17 +330,18 @@ def error_analysis(bundle_dir: str | Path, data_dir: str | Path, out_dir: str | 
         sections.append(("per-class", "Per-class IoU", _iou_plot(result)))
     sections.append(("confusion", "Confusion matrix",
                      _confusion_plot(result["metrics"]["confusion_matrix"], names)))
-    sections.append(("gallery", "Worst cases",
-                     "".join(_gallery(bundle_dir, data_dir, result, worst)) or "<p>none</p>"))
+    gallery = "".join(_gallery(bundle_dir, data_dir, result, worst)) or "<p>none</p>"
+    if task == "lanes":
+        gallery = _legend(names) + gallery
+    sections.append(("gallery", "Worst cases", gallery))
     sections.append(("failures", f"Failures ({len(fails)}; all in failures.csv)",
                      _table(fails.drop(columns=["image_path"]))))
     body = "\n".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{content}</section>'
                      for sid, title, content in sections)
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>roadvision error analysis"
-            "</title><style>body{font-family:sans-serif;margin:1.5em}img{margin:4px}"
-            ".tbl{font-size:12px;border-collapse:collapse}.tbl td,.tbl th{padding:2px 6px;"
-            "border-bottom:1px solid #ddd}</style></head><body>"
-            f"<h1>Error analysis: {html.escape(Path(bundle_dir).name)}</h1>{body}</body></html>")
+    title = f"Error analysis: {html.escape(label or _bundle_label(bundle_dir))}"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{_STYLE}</style></head><body><h1 id=\"title\">{title}</h1>"
+            f"{_dataset_banner(data_dir)}{body}</body></html>")
     path = out / REPORT
     path.write_text(page)
     return path

@@ -45,19 +45,23 @@ def evaluate(
     batch_size: int = 16,
     device: str = "auto",
     seed: int = 0,
+    natix_queries: int | None = None,
 ) -> dict[str, Any]:
     """Metrics of the bundle on ``split``; writes metrics.json + predictions.parquet to out_dir.
 
     Returns a dict with ``headline`` (roadwork MCC at 0.5, lanes mIoU without background),
     ``metrics``, ``slices`` (weather/daytime/scene/city, plus confidence bins for roadwork and
-    NATIX levels under that protocol), ``calibration`` and ``n``.
+    NATIX levels under that protocol), ``calibration`` and ``n``. Under ``protocol="natix"``
+    the rows are a seeded validator query stream (``natix_queries`` long, default one per row;
+    ``roadvision.evaluation.natix``) and ``natix`` holds the validator's reward, rolling MCC
+    and accuracy and MCC@0.5 with its rounding.
     """
     from roadvision.models.bundle import bundle_version, load_bundle
     from roadvision.runtime.device import resolve_device
 
     model = load_bundle(bundle_dir, device=resolve_device(device))
     result, preds = evaluate_model(model, data_dir, split=split, tta=tta, protocol=protocol,
-                                   batch_size=batch_size, seed=seed)
+                                   batch_size=batch_size, seed=seed, natix_queries=natix_queries)
     result["bundle"] = {"path": Path(bundle_dir).name, "version": bundle_version(bundle_dir)}
     if out_dir is not None:
         out = Path(out_dir)
@@ -75,10 +79,11 @@ def evaluate_model(
     protocol: str | None = None,
     batch_size: int = 16,
     seed: int = 0,
+    natix_queries: int | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Like :func:`evaluate` for an in-memory model, on the device it is on (in that
     device's precision policy, as serving runs it); returns (metrics, predictions frame)."""
-    from roadvision.evaluation.natix import natix_hook, natix_level
+    from roadvision.evaluation.natix import natix_hook, natix_level, natix_scores, natix_stream
     from roadvision.runtime.dataset import ManifestDataset
     from roadvision.runtime.inference import predict_dataset
     from roadvision.runtime.readers import load_rows
@@ -92,6 +97,9 @@ def evaluate_model(
         raise UserError("the NATIX protocol applies to roadwork models only")
     rows = load_rows(data_dir, None if split is None else [split])
     natix = protocol == "natix"
+    if natix:  # the validator's query stream: label first (p = 0.5), then an image of it
+        rows = rows.iloc[natix_stream(rows["label"].to_numpy(), natix_queries, seed)]
+        rows = rows.reset_index(drop=True)
     ds = ManifestDataset(data_dir, rows, model.cfg,
                          image_hook=natix_hook(seed) if natix else None,
                          with_metadata=not natix)
@@ -113,11 +121,12 @@ def evaluate_model(
                             confidence=np.maximum(probs, 1 - probs))
         preds["correct"] = preds["pred"] == preds["label"]
         if natix:
-            preds["natix_level"] = [natix_level(i) for i in range(len(preds))]
+            preds["natix_level"] = [natix_level(i, seed) for i in range(len(preds))]
         slices = classification_slices(preds)
         slices["confidence"] = confidence_slices(preds)
         if natix:
             slices.update(classification_slices(preds, ["natix_level"]))
+            result["natix"] = natix_scores(labels, probs)
         result.update(headline=m["mcc"], headline_name="mcc@0.5", metrics=m, slices=slices,
                       reliability=reliability_bins(labels, probs, 10))
     else:
@@ -134,4 +143,9 @@ def evaluate_model(
         result.update(headline=m["miou_no_bg"] if m["miou_no_bg"] is not None else 0.0,
                       headline_name="miou_no_bg", metrics=m,
                       slices=segmentation_slices(preds, cms, model.cfg.classes))
+        from roadvision.evaluation.vector_metrics import mask_vector_metrics
+
+        result["vector_metrics"] = mask_vector_metrics(
+            ((r["mask"], r["pred"]) for r in res), model.cfg.classes,
+            getattr(model, "bundle_config", None))
     return result, preds

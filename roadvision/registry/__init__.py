@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import aliases, audit, download, publish, versions
+from .aliases import alias_note
 from .audit import AUDIT_LOG_TAG, CHAMPION_HISTORY_TAG
 from .client import RegistryClient
 from .fluent import configure, ensure_experiment
@@ -73,6 +74,7 @@ __all__ = [
     "promote",
     "rollback",
     "audit_log",
+    "alias_note",
     "champion_history",
     "artifact_location",
     "download_bundle",

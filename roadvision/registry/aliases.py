@@ -3,8 +3,9 @@
 Every move runs under the lock (:mod:`roadvision.registry.lock`): read the current alias and
 audit, write the alias, the version tags and ONE new audit entry, re-read and verify, release.
 So the alias always equals its last audit entry, and no append overwrites another. The version
-moved to carries who/when/why tags (``roadvision.<alias>.by`` ...), the one it replaced a
-``replaced_by`` tag; champion moves extend the champion history that ``rollback`` walks back.
+moved to carries one ``roadvision.<alias>`` tag holding the audit sentence (who, when, why,
+from which version; :func:`alias_note` reads it), the one it replaced a ``replaced_by`` tag;
+champion moves extend the champion history that ``rollback`` walks back.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from .audit import (
     append_audit,
     audit_entries,
     champion_history,
+    format_entry,
     last_audit,
     next_seq,
     now,
+    parse_entry,
     who,
     write_champion_history,
 )
@@ -29,7 +32,7 @@ from .lock import RegistryLock, registry_lock
 from .names import CHAMPION, parse_version
 from .versions import VersionInfo, aliases_of, get_version, require_version, tag_version
 
-__all__ = ["set_alias", "promote", "rollback"]
+__all__ = ["set_alias", "promote", "rollback", "alias_tag", "alias_note"]
 
 
 def _move_alias(client: RegistryClient, lock: RegistryLock, model_name: str, alias: str,
@@ -53,17 +56,27 @@ def _move_alias(client: RegistryClient, lock: RegistryLock, model_name: str, ali
     by, when = by or who(), now()
     lock.verify()
     client.mlflow.set_registered_model_alias(model_name, alias, version)
-    seq = append_audit(client, model_name, {
-        "action": action, "alias": alias, "version": version, "previous": previous, "by": by,
-        "at": when, "reason": reason, **(extra or {})}, tags)
-    prefix = f"roadvision.{alias}"
-    tag_version(client, model_name, version, {
-        f"{prefix}.by": by, f"{prefix}.at": when, f"{prefix}.reason": reason or "(no reason given)",
-        f"{prefix}.previous": previous or ""})
+    entry = {"action": action, "alias": alias, "version": version, "previous": previous,
+             "by": by, "at": when, "reason": reason or "(no reason given)", **(extra or {})}
+    seq = append_audit(client, model_name, entry, tags)
+    # One tag per alias on a version (MLflow's version page lists every tag): the audit sentence.
+    tag_version(client, model_name, version, {alias_tag(alias): format_entry(entry)})
     if previous is not None and previous != version:
-        tag_version(client, model_name, previous, {f"{prefix}.replaced_by": version,
-                                                   f"{prefix}.replaced_at": when})
+        tag_version(client, model_name, previous,
+                    {f"{alias_tag(alias)}.replaced_by": f"v{version} at {when}"})
     return previous, seq
+
+
+def alias_tag(alias: str) -> str:
+    """The version tag that says who moved ``alias`` to that version, when, why and from where."""
+    return f"roadvision.{alias}"
+
+
+def alias_note(tags: Mapping[str, str], alias: str) -> dict[str, Any] | None:
+    """The move of ``alias`` onto a version, from the version's tags (``at``, ``by``,
+    ``reason``, ``previous`` ...), or None when ``alias`` was never moved there by roadvision."""
+    text = tags.get(alias_tag(alias))
+    return parse_entry(text) if text else None
 
 
 def _verify(client: RegistryClient, lock: RegistryLock, model_name: str, alias: str,
@@ -154,8 +167,7 @@ def rollback(client: RegistryClient, model_name: str, reason: str = "", *,
                              f"rollback from v{current}" + (f": {reason}" if reason else ""),
                              action="rollback", by=by)
         write_champion_history(client, model_name, history)
-        tag_version(client, model_name, current, {"roadvision.rolled_back.by": by or who(),
-                                                  "roadvision.rolled_back.at": now(),
-                                                  "roadvision.rolled_back.reason": reason or ""})
+        tag_version(client, model_name, current, {
+            "roadvision.rolled_back": f"{now()} by {by or who()}: {reason or '(no reason given)'}"})
         _verify(client, lock, model_name, CHAMPION, target, seq)
     return get_version(client, f"models:/{model_name}/{target}")

@@ -2,8 +2,11 @@
 
 Each audit entry is its own tag ``roadvision.audit.<seq>`` with a sequence number taken under
 the registered model's lock (:mod:`roadvision.registry.lock`), so no append overwrites another
-and no clock decides the order. ``roadvision.champion_history`` is the ordered list of versions
-that have been champion (``"1,3,4"``), which ``rollback`` walks back.
+and no clock decides the order. The tag's value is one sentence a person reads in MLflow's UI,
+``2026-12-01T16:04:05+00:00 promote @champion v2 (was v1) by bob: better recall``, in a fixed
+shape that :func:`audit_entries` parses back (the reason comes last and may hold anything).
+``roadvision.champion_history`` is the ordered list of versions that have been champion
+(``"1,3,4"``), which ``rollback`` walks back.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import datetime as _dt
 import getpass
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +24,7 @@ from .versions import TAG_VALUE_LIMIT
 
 __all__ = ["AUDIT_LOG_TAG", "AUDIT_ENTRY_PREFIX", "CHAMPION_HISTORY_TAG", "audit_entries",
            "audit_log", "append_audit", "next_seq", "last_audit", "champion_history",
-           "write_champion_history", "who", "now"]
+           "write_champion_history", "who", "now", "format_entry", "parse_entry"]
 
 AUDIT_ENTRY_PREFIX = "roadvision.audit."
 # Stores written before per-entry audit tags keep their JSON list here; it is read, never written.
@@ -49,6 +53,60 @@ def _seq_of(key: str) -> int | None:
     return int(rest) if key.startswith(AUDIT_ENTRY_PREFIX) and rest.isdigit() else None
 
 
+_FIELDS = ("seq", "at", "action", "alias", "version", "previous", "by", "reason")
+_LINE = re.compile(r"(?P<at>\S+) (?P<action>\S+) @(?P<alias>\S+) (?P<version>v\S+|none) "
+                   r"\(was (?P<previous>v\S+|none)\) by (?P<by>[^\[\n]*?)"
+                   r"(?: \[(?P<extras>[^\]]*)\])?: (?P<reason>.*)", re.S)
+
+
+def _word(value: Any) -> str:
+    """A field inside the sentence: no spaces (they separate fields), no brackets."""
+    return re.sub(r"[\s\[\]]+", "_", str(value)) or "_"
+
+
+def _extra(value: Any) -> str:
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return re.sub(r"[\]\n]", " ", text).replace("; ", ", ")
+
+
+def format_entry(entry: Mapping[str, Any]) -> str:
+    """An audit entry as its one readable sentence (``seq`` lives in the tag's name)."""
+    def v(version: Any) -> str:
+        return f"v{_word(version)}" if version not in (None, "") else "none"
+
+    # ": " ends the name in the sentence; "pipeline:<run id>" keeps its colon
+    by = re.sub(r":(?=\s)|:$|[\[\]\n]", "_", str(entry.get("by") or "unknown"))
+    extras = {k: val for k, val in entry.items() if k not in _FIELDS}
+    bracket = (" [" + "; ".join(f"{_word(k)}={_extra(val)}" for k, val in extras.items()) + "]"
+               if extras else "")
+    return (f"{_word(entry.get('at') or '-')} {_word(entry.get('action') or '-')} "
+            f"@{_word(entry.get('alias') or '-')} {v(entry.get('version'))} "
+            f"(was {v(entry.get('previous'))}) by {by}{bracket}: {entry.get('reason') or ''}")
+
+
+def parse_entry(text: str, seq: int | None = None) -> dict[str, Any]:
+    """A tag value back into its entry: the sentence, or the JSON earlier stores wrote."""
+    if text.startswith("{"):
+        try:
+            entry = json.loads(text)
+            return entry if isinstance(entry, dict) else {"action": "unreadable", "raw": text[:200]}
+        except ValueError:
+            return {"action": "unreadable", "raw": text[:200]}
+    m = _LINE.fullmatch(text)
+    if m is None:
+        return {"action": "unreadable", "raw": text[:200], **({"seq": seq} if seq else {})}
+    entry: dict[str, Any] = {"seq": seq} if seq is not None else {}
+    for key in ("at", "action", "alias", "by", "reason"):
+        entry[key] = m[key]
+    for key in ("version", "previous"):
+        entry[key] = None if m[key] == "none" else m[key][1:]
+    for item in (m["extras"] or "").split("; "):
+        key, sep, value = item.partition("=")
+        if sep:
+            entry[key] = {"true": True, "false": False}.get(value, value)
+    return entry
+
+
 def audit_entries(tags: Mapping[str, str]) -> list[dict[str, Any]]:
     """The audit in order: the legacy JSON list first (stores written before per-entry tags),
     then one entry per ``roadvision.audit.<seq>`` tag by sequence number."""
@@ -61,11 +119,7 @@ def audit_entries(tags: Mapping[str, str]) -> list[dict[str, Any]]:
         seq = _seq_of(key)
         if seq is None:
             continue
-        try:
-            entry = json.loads(value)
-        except ValueError:
-            entry = {"action": "unreadable", "raw": value[:200]}
-        numbered.append((seq, entry))
+        numbered.append((seq, parse_entry(value, seq)))
     return [e for e in legacy if isinstance(e, dict)] + [e for _, e in sorted(numbered)]
 
 
@@ -79,12 +133,11 @@ def append_audit(client: RegistryClient, model_name: str, entry: dict[str, Any],
     """Write ``entry`` as a new audit tag (call under the lock); returns its sequence number."""
     tags = client.registered_tags(model_name) if tags is None else tags
     seq = next_seq(tags)
-    entry = {"seq": seq, **entry}
-    text = json.dumps(entry)
+    text = format_entry(entry)
     if len(text) > TAG_VALUE_LIMIT:  # long reasons are cut, the entry itself is always kept
         over = len(text) - TAG_VALUE_LIMIT + 20
-        entry["reason"] = str(entry.get("reason", ""))[:-over] + " [cut]"
-        text = json.dumps(entry)[:TAG_VALUE_LIMIT]
+        entry = {**entry, "reason": str(entry.get("reason", ""))[:-over] + " [cut]"}
+        text = format_entry(entry)[:TAG_VALUE_LIMIT]
     client.mlflow.set_registered_model_tag(model_name, f"{AUDIT_ENTRY_PREFIX}{seq:06d}", text)
     return seq
 

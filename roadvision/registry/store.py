@@ -18,7 +18,8 @@ from pathlib import Path
 
 from roadvision.errors import UserError
 
-__all__ = ["roadvision_home", "tracking_uri", "artifact_root", "prepare_store", "check_tracking"]
+__all__ = ["roadvision_home", "pipeline_runs_root", "models_cache", "tracking_uri", "artifact_root",
+           "missing_local_store", "prepare_store", "check_tracking"]
 
 
 def roadvision_home() -> Path:
@@ -45,6 +46,16 @@ def roadvision_home() -> Path:
     return home / ".cache" / "roadvision"
 
 
+def pipeline_runs_root() -> Path:
+    """Where ``roadvision pipeline run --local`` keeps its runs (one folder each)."""
+    return roadvision_home() / "pipeline_runs"
+
+
+def models_cache() -> Path:
+    """Where registered models are downloaded to (serving, the gate)."""
+    return roadvision_home() / "models"
+
+
 def tracking_uri(uri: str | None = None) -> str:
     """The tracking URI in effect: an explicit one, ``MLFLOW_TRACKING_URI``, or local SQLite."""
     if uri:
@@ -56,6 +67,19 @@ def tracking_uri(uri: str | None = None) -> str:
 
 def _sqlite_folder(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):]).parent if uri.startswith("sqlite:///") else None
+
+
+def missing_local_store(uri: str | None = None) -> Path | None:
+    """The SQLite file of ``uri`` (or the store in effect) when it does not exist yet, else None.
+
+    Commands that only read the registry check this first: opening a missing SQLite store
+    creates it (seconds of schema migrations) only to find it empty.
+    """
+    resolved = tracking_uri(uri)
+    if not resolved.startswith("sqlite:///"):
+        return None
+    path = Path(resolved[len("sqlite:///"):])
+    return None if path.exists() else path
 
 
 def artifact_root(uri: str) -> str | None:

@@ -39,7 +39,8 @@ class VersionInfo:
         return f"models:/{self.name}/{self.version}"
 
     def metrics(self) -> dict[str, float]:
-        """The metric tags (``metric.*``) as numbers."""
+        """The metric tags (``metric.*``: the headline, see ``publish.TAGGED_METRICS``) as
+        numbers; every other metric is on the run that logged the model (``run_id``)."""
         out = {}
         for key, value in self.tags.items():
             if key.startswith("metric."):

@@ -48,6 +48,14 @@ class PrecisionPolicy:
         """The policy for the device ``model``'s parameters live on."""
         return cls.for_device(model_device(model))
 
+    def describe(self) -> str:
+        """For people: ``"bfloat16 autocast, channels-last"`` on CUDA, ``"fp32"`` on CPU."""
+        if self.autocast_dtype is None:
+            text = "fp32"
+        else:
+            text = f"{str(self.autocast_dtype).removeprefix('torch.')} autocast"
+        return text + (", channels-last" if self.channels_last else "")
+
     def autocast(self) -> AbstractContextManager:
         """The context a forward (and, in training, its loss) runs in."""
         if self.autocast_dtype is None:

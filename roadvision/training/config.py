@@ -9,10 +9,11 @@ fills the values a profile fixes and lets keyword arguments win.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from roadvision.data.augment import LEVELS
+from roadvision.data.augment import LEVELS, check_appearance
 from roadvision.errors import UserError
 
 __all__ = ["TrainConfig", "PROFILES"]
@@ -46,6 +47,9 @@ class TrainConfig:
     # --- selection
     patience: int = 5  # epochs without val improvement before stopping; 0 = never stop early
     min_delta: float = 0.0  # improvement smaller than this does not count
+    # calibration in the pipeline's train step: k >= 2 fits it on k-fold out-of-fold
+    # predictions over train+val (k more models of best_epoch epochs); 0 = on val
+    calibration_folds: int = 0
 
     # --- data
     seed: int = 0
@@ -53,7 +57,12 @@ class TrainConfig:
     crop_size: int | None = None  # lanes training crop; None = the model's input_size
     lane_crop_p: float = 0.8  # share of lane crops centred on a lane pixel
     augment: str = "medium"  # none/light/medium/heavy
-    num_workers: int = 0
+    appearance: list[str] = field(default_factory=list)  # strong groups (augment.APPEARANCE)
+    balance_families: bool = False  # mixed-domain batches: interleave the manifest's families
+    freeze_encoder_epochs: int = 0  # encoder frozen for the first N epochs (0 = never frozen)
+    unfreeze_epochs: int = 0  # ... then released stage by stage over N epochs (0 = at once)
+    num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    prefetch_factor: int = 2  # batches each worker prepares ahead (workers > 0 only)
     eval_batch_size: int | None = None  # None = batch_size
 
     # --- runtime
@@ -77,8 +86,17 @@ class TrainConfig:
             raise UserError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if self.distill_temperature <= 0:
             raise UserError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.calibration_folds < 0 or self.calibration_folds == 1:
+            raise UserError(f"calibration_folds must be 0 (val) or >= 2, got "
+                            f"{self.calibration_folds}")
         if self.patience < 0:
             raise UserError(f"patience must be >= 0, got {self.patience}")
+        self.appearance = list(check_appearance(self.appearance))
+        for name in ("freeze_encoder_epochs", "unfreeze_epochs", "num_workers"):
+            if int(getattr(self, name)) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.prefetch_factor < 1:
+            raise UserError(f"prefetch_factor must be >= 1, got {self.prefetch_factor}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(f"device {self.device!r} is not auto, cpu or cuda[:N]")
 
@@ -111,6 +129,16 @@ class TrainConfig:
         return cls(task=task, **base)
 
 
+def auto_workers() -> int:
+    """DataLoader workers for a GPU node: the CPUs this process may use, less one for the
+    training loop, capped at 8 (decoding + augmenting 32 images/step needs no more)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(8, cpus - 1))
+
+
 #: Training profiles. ``{task}`` in a preset name is replaced by the task.
 PROFILES: dict[str, dict[str, Any]] = {
     # seconds on one CPU core: tests and smoke runs
@@ -131,7 +159,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "demo": {"preset": "{task}_small", "model_overrides": {"view_size": 128, "input_size": 128},
              "epochs": 6, "batch_size": 16, "lr": 1e-3, "warmup_epochs": 0.5,
              "augment": "light", "patience": 0},
-    # GPU nodes in the pipeline
+    # GPU nodes in the pipeline: decoding and augmenting run in DataLoader workers (one per
+    # spare CPU), batches are pinned and prefetched, so the GPU does not wait on the CPU.
     "full": {"preset": "{task}_small", "epochs": 40, "batch_size": 32, "lr": 1e-3,
-             "warmup_epochs": 2.0, "augment": "medium", "patience": 8},
+             "warmup_epochs": 2.0, "augment": "medium", "patience": 8,
+             "num_workers": auto_workers(), "prefetch_factor": 4},
 }

@@ -45,6 +45,10 @@ class TrainingDataset(ManifestDataset):
         crop_size: lanes training crop (default: ``model_cfg.input_size``).
         lane_crop_p: share of lane crops centred on a lane pixel.
         seed: run seed for the augmentation randomness.
+        appearance: strong appearance augmentation groups (``augment.APPEARANCE``).
+
+    An index may come as ``(epoch, index)`` (``loop.EpochTagged``): persistent DataLoader
+    workers hold their own copy of the dataset, so the epoch must travel with the index.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class TrainingDataset(ManifestDataset):
         crop_size: int | None = None,
         lane_crop_p: float = 0.8,
         seed: int = 0,
+        appearance: Sequence[str] = (),
     ) -> None:
         super().__init__(data_dir, rows, model_cfg)
         self.crop_size = int(crop_size or model_cfg.input_size)
@@ -64,11 +69,22 @@ class TrainingDataset(ManifestDataset):
         self.seed = seed
         self.epoch = 0
         size = model_cfg.input_size if self.task == "lanes" else model_cfg.view_size
-        self.pipeline = build_augment(self.task, augment, image_size=size)
+        self.pipeline = build_augment(self.task, augment, image_size=size, appearance=appearance)
         self.view_pipeline = build_view_augment(augment) if self.task == "roadwork" else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(index, tuple):
+            self.epoch, index = int(index[0]), int(index[1])
+        return super().__getitem__(index)
+
+    def families(self) -> list[str] | None:
+        """Each row's scene family (the manifest's ``family`` column), or None when absent."""
+        if "family" not in self.rows.columns or self.rows["family"].isna().any():
+            return None
+        return [str(f) for f in self.rows["family"]]
 
     def weights(self) -> np.ndarray | None:
         """The ``weight`` column, or None when absent, incomplete or uniform."""
@@ -118,10 +134,15 @@ class MultiConfigDataset(Dataset):
     def weights(self) -> np.ndarray | None:
         return self.base.weights()
 
+    def families(self) -> list[str] | None:
+        return self.base.families()
+
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(index, tuple):
+            self.base.epoch, index = int(index[0]), int(index[1])
         image, mask, metadata = self.base.load(index)
         sample = self.base.make_sample(self.base.cfg, image, mask, metadata, index)
         sample["_teachers"] = [self.base.make_sample(c, image, mask, metadata, index)

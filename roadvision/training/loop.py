@@ -1,10 +1,12 @@
 """The training loop, one for both tasks (and for distillation, through ``loss_fn``).
 
 AdamW with linear warmup + cosine decay per optimiser step, gradient accumulation, gradient
-clipping, early stopping on the validation headline metric (roadwork MCC at 0.5, lanes mIoU
-without background), a seeded GPS-weighted sampler, the device's precision policy
+clipping, early stopping on a threshold-free validation figure (roadwork AUROC, lanes soft IoU
+without background: a thresholded one such as MCC at 0.5 jumps with a few images near the
+threshold and picks epochs by noise), a seeded GPS-weighted sampler, the device's precision policy
 (``roadvision.runtime.precision``: bf16 autocast and channels-last on CUDA only, as evaluation
-and serving run), optional ``torch.compile``, a progress bar, per-epoch metrics to
+and serving run), optional ``torch.compile``, progress (a bar on a terminal; everywhere a line
+per epoch with the metric and an ETA, and one at least every 20 s), per-epoch metrics to
 ``history.json`` and to MLflow when a run is active. A checkpoint after every epoch makes a
 killed run resumable with bit-identical results on CPU. Only the train and val splits are ever
 read.
@@ -28,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from roadvision.metrics import classification_metrics, seg_confusion, segmentation_metrics
-from roadvision.progress import track
+from roadvision.progress import EpochProgress, track
 from roadvision.runtime.device import resolve_device
 from roadvision.runtime.inference import LOGITS, predict_dataset
 from roadvision.runtime.precision import PrecisionPolicy
@@ -39,6 +41,9 @@ from roadvision.training.checkpoint import (
     set_rng_state,
 )
 from roadvision.training.config import TrainConfig
+from roadvision.training.family_sampler import FamilySampler
+from roadvision.training.freeze import apply_freeze, release_encoder
+from roadvision.training.loader import train_loader
 from roadvision.training.sampler import ResumableSampler
 from roadvision.training.schedule import create_scheduler
 
@@ -84,23 +89,38 @@ def collate_batch(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def validate(model: torch.nn.Module, dataset: Any, batch_size: int) -> dict[str, Any]:
     """Validation metrics on the model's device; ``headline`` is the selection metric (higher
-    is better). Roadwork uses the raw logits at 0 (probability 0.5): calibration is fitted
-    after training.
+    is better) and needs no threshold: roadwork AUROC of the raw logits (minus the val log
+    loss when val holds one class and AUROC is undefined), lanes soft IoU without background
+    (softmax probabilities against the mask). The thresholded figures (MCC at 0.5, hard IoU)
+    are reported beside it; calibration is fitted after training.
     """
     task = model.cfg.task
     if task == "roadwork":
         res = list(predict_dataset(model, dataset, batch_size=batch_size, mode=LOGITS))
         labels = np.array([r["label"] for r in res])
-        probs = 1.0 / (1.0 + np.exp(-np.array([r["logit"] for r in res])))
+        logits = np.array([r["logit"] for r in res], dtype=np.float64)
+        probs = 1.0 / (1.0 + np.exp(-logits))
         m = classification_metrics(labels, probs)
-        return {"headline": m["mcc"], **{k: m[k] for k in ("mcc", "accuracy", "f1", "auroc",
-                                                            "ece")}}
+        # BCE with logits, computed stably: log(1 + e^z) - y z
+        nll = float(np.mean(np.logaddexp(0.0, logits) - labels * logits)) if len(res) else 0.0
+        headline = m["auroc"] if m["auroc"] is not None else -nll
+        return {"headline": headline, "nll": nll,
+                **{k: m[k] for k in ("mcc", "accuracy", "f1", "auroc", "ece")}}
     n = model.cfg.num_classes
     cm = np.zeros((n, n), np.int64)
-    for r in predict_dataset(model, dataset, batch_size=batch_size, mode="none"):
-        cm += seg_confusion(r["mask"], r["pred"], n)
+    inter, union = np.zeros(n), np.zeros(n)
+    for r in predict_dataset(model, dataset, batch_size=batch_size, mode=LOGITS):
+        z = r["logits"] - r["logits"].max(0, keepdims=True)
+        p = np.exp(z) / np.exp(z).sum(0, keepdims=True)  # [C, H, W]
+        onehot = np.eye(n, dtype=np.float64)[r["mask"]].transpose(2, 0, 1)
+        inter += (p * onehot).sum((1, 2))
+        union += (p + onehot - p * onehot).sum((1, 2))
+        cm += seg_confusion(r["mask"], r["logits"].argmax(0).astype(np.uint8), n)
     m = segmentation_metrics(cm, model.cfg.classes)
-    out = {"headline": m["miou_no_bg"] or 0.0, "miou": m["miou"], "miou_no_bg": m["miou_no_bg"]}
+    lanes = [c for c in range(1, n) if union[c] > 0]
+    soft = float(np.mean(inter[lanes] / union[lanes])) if lanes else 0.0
+    out = {"headline": soft, "soft_iou_no_bg": soft, "miou": m["miou"],
+           "miou_no_bg": m["miou_no_bg"]}
     out.update({f"iou_{k}": v for k, v in m["per_class_iou"].items()})
     return out
 
@@ -118,6 +138,18 @@ def _log_mlflow(metrics: dict[str, Any], step: int) -> None:
     elif os.environ.get("MLFLOW_RUN_ID"):
         with mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"]):
             mlflow.log_metrics(values, step=step)
+
+
+def _run_label() -> str:
+    """The name progress lines carry: the active MLflow run's (a pipeline step names its run
+    after itself, ``train-member-1``, so that two members training at once stay apart)."""
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        run = mlflow.active_run()
+        if run is not None and run.info.run_name:
+            return run.info.run_name
+    return "train"
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -156,8 +188,9 @@ def fit(
     policy.prepare_model(model.to(device))
     forward = torch.compile(model) if cfg.compile else model
 
-    sampler = ResumableSampler(len(train_ds), train_ds.weights() if cfg.use_weights else None,
-                               seed=cfg.seed)
+    families = train_ds.families() if cfg.balance_families else None
+    sampler = FamilySampler(families, seed=cfg.seed) if families else ResumableSampler(
+        len(train_ds), train_ds.weights() if cfg.use_weights else None, seed=cfg.seed)
     batches = math.ceil(len(sampler) / cfg.batch_size)
     if cfg.max_steps_per_epoch:
         batches = min(batches, cfg.max_steps_per_epoch)
@@ -165,6 +198,8 @@ def fit(
     total_steps = cfg.epochs * opt_steps
     warmup = (cfg.warmup_steps if cfg.warmup_steps is not None
               else round(cfg.warmup_epochs * opt_steps))
+    if cfg.freeze_encoder_epochs:
+        release_encoder(model)  # all in the optimiser; apply_freeze gates them per epoch
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = create_scheduler(optimizer, warmup, total_steps, cfg.min_lr_ratio)
 
@@ -182,19 +217,21 @@ def fit(
         history = json.loads(state["history"])
 
     eval_bs = cfg.eval_batch_size or cfg.batch_size
+    loader: DataLoader | None = None  # with workers: one persistent loader for the whole run
+    progress = EpochProgress(_run_label(), cfg.epochs, batches, first_epoch=start_epoch)
     for ran, epoch in enumerate(range(start_epoch, cfg.epochs)):
         if stopped:
             break
         if cfg.stop_after_epochs is not None and ran >= cfg.stop_after_epochs:
             return TrainResult(out / BUNDLE_DIR, history, best, best_epoch, False, finished=False)
         t0 = time.perf_counter()
+        progress.start_epoch(epoch)
         sampler.set_epoch(epoch)
         train_ds.set_epoch(epoch)
-        loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler,
-                            collate_fn=collate_batch, num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.seed + epoch),
-                            persistent_workers=False)
+        if loader is None or cfg.num_workers == 0:
+            loader = train_loader(train_ds, sampler, cfg, device, epoch, collate_batch)
         model.train()
+        apply_freeze(model, epoch, cfg.freeze_encoder_epochs, cfg.unfreeze_epochs)
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         seen, data_seconds = 0, 0.0
@@ -220,9 +257,11 @@ def fit(
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             seen += 1
+            progress.step(seen)
             t_fetch = time.perf_counter()
         train_seconds = time.perf_counter() - t0
-        val = validate(model, val_ds, eval_bs)
+        with progress.validating():
+            val = validate(model, val_ds, eval_bs)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": round(time.perf_counter() - t0, 3),
                   "train_seconds": round(train_seconds, 4), "train_steps": seen,
@@ -239,6 +278,8 @@ def fit(
             bad_epochs += 1
         stopped = bool(cfg.patience) and bad_epochs >= cfg.patience
         record["best_metric"] = best
+        progress.end_epoch(record.get("train_loss", float("nan")),
+                           "val mcc" if "mcc" in val else "val miou_no_bg", val["headline"], best)
         (out / HISTORY).write_text(json.dumps(history, indent=2, default=str) + "\n")
         _log_mlflow({k: v for k, v in record.items() if k != "epoch"}, step=epoch + 1)
         save_checkpoint(out, {

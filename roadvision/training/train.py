@@ -33,10 +33,39 @@ def build_model(data_dir: str | Path, cfg: TrainConfig) -> Any:
     overrides = dict(cfg.model_overrides)
     if task == "lanes" and "classes" not in overrides:
         overrides["classes"] = list(info.classes)
+    if task == "roadwork" and overrides.get("view_mode", "auto") == "auto":
+        overrides["view_mode"] = _view_mode(data_dir, preset, overrides)
     model = create_model(preset, **overrides)
     if model.cfg.task != task:
         raise UserError(f"preset {preset!r} is a {model.cfg.task} model; the data is {task}")
     return model
+
+
+def _view_mode(data_dir: str | Path, preset: str, overrides: dict[str, Any]) -> str:
+    """The view configuration the training images give (``training_view_mode``), decided
+    before the model is built because a single-view model holds one view embedding."""
+    import torch
+
+    from roadvision.data.multiview import training_view_mode
+    from roadvision.models import create_model
+    from roadvision.progress import emit
+    from roadvision.runtime.readers import read_image
+
+    with torch.device("meta"):  # only the preset's sizes are needed: no weights, no init
+        cfg = create_model(preset, **{**overrides, "encoder_weights": "random"}).cfg
+    if cfg.task != "roadwork":
+        return "auto"
+    rows = load_rows(data_dir, ["train"])
+    known = rows.dropna(subset=["width", "height"]) if {"width", "height"} <= set(rows) else \
+        rows.iloc[:0]
+    sizes = list(zip(known["width"], known["height"], strict=True))
+    if not sizes and len(rows):  # no sizes in the manifest: the first image speaks for all
+        height, width = read_image(data_dir, rows["image"].iloc[0]).shape[:2]
+        sizes = [(width, height)]
+    mode = training_view_mode(sizes, cfg.view_size, cfg.num_views) if sizes else "multi"
+    emit(f"view configuration: {mode}-view ({cfg.view_size} px views"
+         f"{'' if mode == 'single' else f', up to {cfg.num_views}'}), from the training images")
+    return mode
 
 
 def build_datasets(data_dir: str | Path, model_cfg: Any, cfg: TrainConfig
@@ -45,15 +74,20 @@ def build_datasets(data_dir: str | Path, model_cfg: Any, cfg: TrainConfig
     train_rows = load_rows(data_dir, ["train"])
     val_rows = load_rows(data_dir, ["val"])
     train_ds = TrainingDataset(data_dir, train_rows, model_cfg, augment=cfg.augment,
-                               crop_size=cfg.crop_size, lane_crop_p=cfg.lane_crop_p, seed=cfg.seed)
+                               crop_size=cfg.crop_size, lane_crop_p=cfg.lane_crop_p, seed=cfg.seed,
+                               appearance=cfg.appearance)
     val_ds = ManifestDataset(data_dir, val_rows, model_cfg)
     return train_ds, val_ds
 
 
 def dataset_extra(data_dir: str | Path) -> dict[str, Any]:
     info = read_info(data_dir)
-    return {"dataset": {"content_hash": info.content_hash, "source": info.source,
-                        "synthetic": info.synthetic, "num_samples": info.num_samples}}
+    extra: dict[str, Any] = {"dataset": {"content_hash": info.content_hash, "source": info.source,
+                                         "synthetic": info.synthetic,
+                                         "num_samples": info.num_samples}}
+    if "gsd_m" in info.extra:  # the ground sample distance orthophotos are mapped at (geo.gsd)
+        extra["gsd_m"] = float(info.extra["gsd_m"])
+    return extra
 
 
 def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> TrainResult:

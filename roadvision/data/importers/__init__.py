@@ -11,6 +11,7 @@ format             source
 ``natix``          NATIX StreetVision / ROADWork parquet (a file or a folder of them)
 ``roadwork-coco``  ROADWork COCO instances JSON with the images beside it
 ``ael``            per-image polyline JSON (aerial lanes), rasterised at ``line_width``
+``folder``         a plain folder of images plus ``labels.csv``/``labels.parquet``
 =================  ======================================================================
 """
 
@@ -58,4 +59,4 @@ def import_dataset(fmt: str, src: str | Path, out: str | Path, **opts: Any) -> I
 
 
 # Register the formats (imported last: each module uses register_importer).
-from roadvision.data.importers import ael, mmseg, natix, roadwork_coco  # noqa: E402, F401
+from roadvision.data.importers import ael, folder, mmseg, natix, roadwork_coco  # noqa: E402, F401

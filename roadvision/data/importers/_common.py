@@ -30,6 +30,7 @@ from roadvision.data.images import (
     extension_for,
     sniff_format,
 )
+from roadvision.data.importers._tags import map_tag
 from roadvision.data.output import OutputFolder
 from roadvision.data.quarantine import QuarantineEntry, QuarantineLog
 from roadvision.errors import UserError
@@ -47,6 +48,8 @@ class ImportReport:
     imported: int
     quarantined: list[QuarantineEntry] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: field -> raw tag value -> rows: tags with no contract value (listed, never silent).
+    unmapped: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"imported {self.imported} {self.info.task} samples ({self.format}) into "
@@ -56,6 +59,9 @@ class ImportReport:
             lines.append("quarantine: " + ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items()))
                          + f" (details in {self.out / 'quarantine.json'})")
             lines += [f"  {e}" for e in self.quarantined[:5]]
+        for name, counts in sorted(self.unmapped.items()):
+            listed = ", ".join(f"{raw!r} x{n}" for raw, n in counts.items())
+            lines.append(f"unmapped {name} values (no contract value): {listed}")
         lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
@@ -98,6 +104,7 @@ class DatasetWriter:
         self._ids: set[str] = set()
         self._warnings: Counter = Counter()
         self._warning_examples: dict[str, str] = {}
+        self._unmapped: dict[str, Counter] = {}
 
     # -- refusals and warnings ----------------------------------------------------------------
     def reject(self, id: Any, reason: str, message: str, *, file: str | None = None,
@@ -111,12 +118,16 @@ class DatasetWriter:
         self._warning_examples.setdefault(kind, example)
 
     def tag(self, field_name: str, value: Any, id: Any) -> str | None:
-        """normalize_tag, but an unknown value becomes NULL with a warning, not a lost sample."""
-        try:
-            return contract.normalize_tag(field_name, value)
-        except contract.ContractError as exc:
-            self.warn(f"unknown {field_name} values set to NULL", f"id {id}: {exc}")
-            return None
+        """The contract value of a tag cell (``_tags.map_tag``). A value with no mapping is
+        counted for the report; when nothing in the cell maps, the field is NULL with a
+        warning, never a lost sample."""
+        mapped, unmapped = map_tag(field_name, value)
+        for raw in unmapped:
+            self._unmapped.setdefault(field_name, Counter())[raw] += 1
+        if unmapped and mapped is None:
+            self.warn(f"{field_name} set to NULL (unmapped value)",
+                      f"id {id}: {', '.join(map(repr, unmapped))}")
+        return mapped
 
     # -- samples ------------------------------------------------------------------------------
     def add(self, *, id: Any, image: bytes, file: str | None = None,
@@ -201,13 +212,17 @@ class DatasetWriter:
         df = pd.DataFrame(self.rows)
         warnings = [f"{kind}: {n} (e.g. {self._warning_examples[kind]})"
                     for kind, n in sorted(self._warnings.items())]
+        unmapped = {name: dict(counts.most_common())
+                    for name, counts in sorted(self._unmapped.items())}
         info = DatasetInfo(task=self.task, classes=self.classes, source=fmt, synthetic=False,
                            extra={"importer": fmt, "quarantined": len(self.quarantine.entries),
-                                  "warnings": warnings, **(extra or {})})
+                                  "warnings": warnings, "unmapped_tags": unmapped,
+                                  **(extra or {})})
         info = contract.write_dataset(self.dir, df, info)
         self._folder.commit()
         return ImportReport(format=fmt, out=self.out, info=info, imported=len(df),
-                            quarantined=list(self.quarantine.entries), warnings=warnings)
+                            quarantined=list(self.quarantine.entries), warnings=warnings,
+                            unmapped=unmapped)
 
 
 def _as_label(value: Any) -> int | None:
@@ -219,5 +234,6 @@ def _as_label(value: Any) -> int | None:
         number = float(value)
     except (TypeError, ValueError):
         text = str(value).strip().lower()
-        return {"true": 1, "false": 0, "roadwork": 1, "no_roadwork": 0}.get(text)
+        return {"true": 1, "false": 0, "yes": 1, "no": 0, "roadwork": 1,
+                "no_roadwork": 0}.get(text)
     return int(number) if number in (0.0, 1.0) else None

@@ -1,6 +1,7 @@
 """NATIX StreetVision / ROADWork parquet -> a roadwork data set.
 
-Accepted columns (both the NATIX and the public ROADWork copies; see RESEARCH.md):
+Accepted columns (both the NATIX copy, Hugging Face ``natix-network-org/roadwork``, and the
+public ROADWork copy, CMU arXiv 2406.07661 / github.com/anuragxel/roadwork-dataset):
 
 ==============================  ==========================================================
 ``image``                       JPEG/PNG bytes, or HF ``datasets``' ``{"bytes": ..., "path": ...}``
@@ -16,7 +17,11 @@ Accepted columns (both the NATIX and the public ROADWork copies; see RESEARCH.md
 ==============================  ==========================================================
 
 The tags may also come as one struct column ``scene_level_tags``. ``travel_alteration`` has no
-place in the contract and is dropped. Unknown tag values become NULL with a warning; a GPS value
+place in the contract and is dropped. Tag values map onto the contract through
+``importers._tags`` (``"['Partly Cloudy']"`` -> ``cloudy``, ``"Suburban"`` -> ``residential``,
+``"Dark"`` -> ``night``; a list of weathers keeps the most visibility-reducing one). A value with
+no mapping is listed with its count in the report (``extra.unmapped_tags`` in ``dataset.json``)
+and leaves the field NULL with a warning, never a lost row; a GPS value
 that cannot be parsed or is out of range quarantines the row (``bad_gps``), because a wrong
 location would break the geo-aware split.
 

@@ -23,16 +23,26 @@ from roadvision.data.contract import TASKS, DatasetInfo, classes_for, write_data
 from roadvision.data.output import OutputFolder
 from roadvision.data.synth import _raster as R
 from roadvision.data.synth.cities import CITIES, CITY_NAMES, City, draw_city, draw_gps
+from roadvision.data.synth.families import (
+    DEFAULT_FAMILY,
+    FAMILIES,
+    FAMILY_NAMES,
+    family_for,
+    family_rng,
+    parse_families,
+    render_lanes_in,
+    render_roadwork_in,
+)
 from roadvision.data.synth.sizes import SIZES, NamedSize
 from roadvision.data.synth.uri import parse_synth_uri
 from roadvision.errors import UserError
 from roadvision.progress import track
 
 __all__ = ["generate", "render_sample", "sample_rng", "SIZES", "NamedSize", "GENERATOR_VERSION",
-           "MAX_SIZE", "CITIES", "CITY_NAMES", "parse_synth_uri"]
+           "MAX_SIZE", "CITIES", "CITY_NAMES", "parse_synth_uri", "FAMILY_NAMES"]
 
 #: Bumped whenever a change alters the pixels or metadata a seed produces.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: scene families and the manifest's family column
 
 #: Largest image the generator makes (a 12 MP phone photo).
 MAX_SIZE = (4032, 3024)
@@ -103,9 +113,10 @@ def block_plan(seed: int, task: str, index: int) -> dict[str, bool]:
 
 
 def render_sample(task: str, seed: int, index: int, width: int, height: int,
-                  num_classes: int = 4) -> dict:
+                  num_classes: int = 4, family: str = DEFAULT_FAMILY) -> dict:
     """One sample as arrays + metadata (no files): ``image``, ``mask`` (lanes), ``label``,
-    ``city``, ``lat``, ``lon``, ``weather``, ``daytime``, ``scene``, ``text``, ``quality``."""
+    ``city``, ``lat``, ``lon``, ``weather``, ``daytime``, ``scene``, ``text``, ``quality``,
+    ``family`` (the scene family, ``roadvision.data.synth.families``, that made it)."""
     rng = sample_rng(seed, task, index)
     city = draw_city(rng)
     plan = block_plan(seed, task, index)
@@ -114,15 +125,15 @@ def render_sample(task: str, seed: int, index: int, width: int, height: int,
     nulls = {k: plan[f"null_{k}"] for k in ("weather", "daytime", "scene", "text")}
     gps = None if plan["null_gps"] else draw_gps(meta_rng, city)
     quality = int(meta_rng.integers(72, 96))
+    fam, frng = FAMILIES[family], family_rng(seed, _TASK_CODE[task], index)
     if task == "lanes":
-        return _lanes_sample(rng, city, width, height, num_classes, nulls, gps, quality)
-    return _roadwork_sample(rng, city, width, height, nulls, gps, quality, plan["positive"])
+        sample = render_lanes_in(fam, rng, frng, city, width, height)
+        return {**_lanes_sample(sample, city, num_classes, nulls, gps, quality), "family": family}
+    sample = render_roadwork_in(fam, rng, frng, city, width, height, int(plan["positive"]))
+    return {**_roadwork_sample(sample, city, nulls, gps, quality), "family": family}
 
 
-def _lanes_sample(rng, city: City, width, height, num_classes, nulls, gps, quality) -> dict:
-    from roadvision.data.synth.lanes import render_lanes
-
-    sample = render_lanes(rng, city, width, height)
+def _lanes_sample(sample, city: City, num_classes, nulls, gps, quality) -> dict:
     mask = sample.mask if num_classes == 12 else sample.meta["mask4"]
     # Aerial survey flights fly by day; haze is the weather they record ("haze" is "foggy" in
     # the contract's vocabulary). Tiles carry no caption. NULL rates follow the roadwork rows.
@@ -134,10 +145,7 @@ def _lanes_sample(rng, city: City, width, height, num_classes, nulls, gps, quali
             "quality": max(quality, 85)}  # paint is 1-3 px: keep it readable after JPEG
 
 
-def _roadwork_sample(rng, city: City, width, height, nulls, gps, quality, positive) -> dict:
-    from roadvision.data.synth.roadwork import render_roadwork
-
-    sample = render_roadwork(rng, city, width, height, label=int(positive))
+def _roadwork_sample(sample, city: City, nulls, gps, quality) -> dict:
     meta = sample.meta
     return {"image": sample.image, "mask": None, "label": int(sample.label), "city": city.name,
             "lat": gps[0] if gps else None, "lon": gps[1] if gps else None,
@@ -147,29 +155,35 @@ def _roadwork_sample(rng, city: City, width, height, nulls, gps, quality, positi
 
 def generate(task: str, n: int, seed: int, out: str | Path,
              size: str | tuple[int, int] = "default", num_classes: int = 4, *,
-             overwrite: bool = False) -> DatasetInfo:
+             overwrite: bool = False, family: str | list[str] = DEFAULT_FAMILY) -> DatasetInfo:
     """Generate ``n`` samples of ``task`` into ``out`` (data contract); returns the info.
+
+    ``family`` is a scene family, a comma list or ``all`` (``synth.families``); rows are
+    spread evenly over the listed families and each row's family is in the ``family`` column.
 
     ``size`` is a name in ``SIZES`` or ``(width, height)`` (16x16 up to 4032x3024). A non-empty
     ``out`` that is not this generator's output for the same arguments is refused unless
     ``overwrite``; the data set is written aside and swapped in whole (``data.output``).
     """
     width, height = _check_args(task, n, size, num_classes)
+    families = parse_families(family)
     inputs = {"task": task, "n": int(n), "seed": int(seed), "size": [width, height],
-              "num_classes": num_classes, "generator_version": GENERATOR_VERSION}
+              "num_classes": num_classes, "generator_version": GENERATOR_VERSION,
+              "families": list(families)}
     size_name = size if isinstance(size, str) else f"{width}x{height}"
     with OutputFolder(out, command="data synth", inputs=inputs, overwrite=overwrite) as tmp:
-        return _generate(task, n, seed, tmp, size_name, width, height, num_classes)
+        return _generate(task, n, seed, tmp, size_name, width, height, num_classes, families)
 
 
 def _generate(task: str, n: int, seed: int, out: Path, size_name: str, width: int, height: int,
-              num_classes: int) -> DatasetInfo:
+              num_classes: int, families: tuple[str, ...]) -> DatasetInfo:
     (out / "images").mkdir(parents=True, exist_ok=True)
     if task == "lanes":
         (out / "masks").mkdir(exist_ok=True)
     rows = []
     for index in track(range(n), f"synth {task}", total=n):
-        s = render_sample(task, seed, index, width, height, num_classes)
+        s = render_sample(task, seed, index, width, height, num_classes,
+                          family_for(seed, _TASK_CODE[task], index, families))
         sid = f"{task}-s{seed}-{index:06d}"
         image_bytes = R.encode_jpeg(s["image"], s["quality"])
         image_rel = f"images/{sid}.jpg"
@@ -184,12 +198,17 @@ def _generate(task: str, n: int, seed: int, out: Path, size_name: str, width: in
             "daytime": s["daytime"], "scene": s["scene"], "text": s["text"],
             "width": int(s["image"].shape[1]), "height": int(s["image"].shape[0]),
             "sha256": hashlib.sha256(image_bytes).hexdigest(), "source": "synthetic",
+            "family": s["family"],
         })
     df = pd.DataFrame(rows)
     info = DatasetInfo(task=task, classes=classes_for(task, num_classes if task == "lanes" else 4),
                        synthetic=True, source=f"synth:{size_name}",
                        extra={"seed": int(seed), "size_name": size_name,
                               "generator_version": GENERATOR_VERSION,
-                              "size": [width, height], "cities": list(CITY_NAMES)})
+                              "size": [width, height], "cities": list(CITY_NAMES),
+                              "families": list(families),
+                              # lanes tiles draw their GSD uniformly from 0.05-0.15 m/px; a
+                              # model trained on them is mapped at the middle of that range
+                              **({"gsd_m": 0.10} if task == "lanes" else {})})
     return write_dataset(out, df, info)
 

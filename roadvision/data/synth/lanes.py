@@ -75,10 +75,13 @@ class _Paint:
         self.ss = ss
         self.cls12 = np.zeros((height * ss, width * ss), np.uint8)
         self.part4 = np.zeros_like(self.cls12)  # explicit 4-class id where it differs from TO4
+        self.lines: list[dict] = []  # every stroke as drawn: the ground-truth polylines
 
     def stroke(self, pts: np.ndarray, width_px: float, id12: int, id4: int | None = None):
         hi = pts * self.ss + (self.ss - 1) / 2  # pixel centres of the supersampled grid
         thick = max(1.0, width_px * self.ss)
+        self.lines.append({"points": pts, "width_px": float(width_px), "id12": int(id12),
+                           "id4": int(TO4[id12] if id4 is None else id4)})
         R.draw_polyline(self.cls12, hi, int(id12), thick)
         if id4 is not None:
             R.draw_polyline(self.part4, hi, int(id4), thick)
@@ -87,25 +90,34 @@ class _Paint:
         R.draw_polygon(self.cls12, pts * self.ss + (self.ss - 1) / 2, int(id12))
 
 
-def render_lanes(rng: np.random.Generator, city: City, width: int, height: int) -> LaneSample:
-    """Render one aerial tile; the mask holds 12-class ids (use ``TO4``/meta for 4 classes)."""
+def render_lanes(rng: np.random.Generator, city: City, width: int, height: int, *,
+                 texture=texture_at_gsd, road_graph=None, camera=None,
+                 gsd_m: float | None = None) -> LaneSample:
+    """Render one aerial tile; the mask holds 12-class ids (use ``TO4``/meta for 4 classes).
+
+    ``texture``, ``road_graph`` and ``camera`` replace one stage each (scene families,
+    ``roadvision.data.synth.families``): the texture source (``texture_at_gsd``'s signature),
+    the road builder (``_road_graph``'s) and the camera (``_camera``'s: image, ppm -> image, haze).
+    """
     gsd = float(rng.uniform(0.05, 0.15))
+    if gsd_m is not None:  # georeferenced tiles at a chosen GSD (synth.geotiff); same draws
+        gsd = float(gsd_m)
     ppm = 1.0 / gsd  # pixels per metre
     ss = 4 if width * height <= 1 << 20 else 2
     area_m2 = width * height * gsd * gsd
 
     # --- ground ------------------------------------------------------------------------------
-    ground = tinted(texture_at_gsd(rng, city.verge_texture, height, width, gsd),
+    ground = tinted(texture(rng, city.verge_texture, height, width, gsd),
                     city.verge, 0.16, rng, 0.12)
     ground *= 1.0 + 0.14 * smooth_noise(rng, height, width, 8 * ppm)[..., None]
 
     # --- roads -------------------------------------------------------------------------------
     layout = str(rng.choice(list(LAYOUTS), p=list(LAYOUTS.values())))
-    roads = _road_graph(rng, city, layout, width, height, ppm)
+    roads = (road_graph or _road_graph)(rng, city, layout, width, height, ppm)
     road_mask = np.zeros((height, width), np.uint8)
     for road in roads:
         R.draw_polyline(road_mask, road.centre, 255, 2 * road.half_w)
-    asphalt = tinted(texture_at_gsd(rng, "gravel", height, width, gsd, 2.0), city.asphalt,
+    asphalt = tinted(texture(rng, "gravel", height, width, gsd, 2.0), city.asphalt,
                      0.10, rng, 0.10)
     asphalt *= 1.0 + 0.10 * smooth_noise(rng, height, width, 5 * ppm)[..., None]
     on_road = cv2.GaussianBlur(road_mask, (3, 3), 0).astype(np.float32)[..., None] / 255.0
@@ -168,7 +180,7 @@ def render_lanes(rng: np.random.Generator, city: City, width: int, height: int) 
                        windscreen + (poly[3] - poly[0]) * 0.76])
         R.draw_polygon(img, ws, (35, 38, 45), antialias=True)
         R.draw_polygon(occluded, poly, 255)
-    canopy_tex = texture_at_gsd(rng, "grass", height, width, gsd, 25.0)
+    canopy_tex = texture(rng, "grass", height, width, gsd, 25.0)
     canopy = np.zeros((height, width), np.uint8)
     for centres, radii, _h in trees:
         for (cx, cy), r in zip(centres, radii, strict=True):
@@ -179,7 +191,22 @@ def render_lanes(rng: np.random.Generator, city: City, width: int, height: int) 
         img = img * (1 - a) + leaf * a
         occluded |= (canopy > 127).astype(np.uint8) * 255
 
-    # --- camera: exposure, colour cast, haze, optics, sensor noise ---------------------------
+    img, haze = (camera or _camera)(rng, img, ppm)
+
+    mask12 = np.where(labelled & (occluded == 0), cls12, 0).astype(np.uint8)
+    mask4 = np.where(part4 > 0, part4, TO4[mask12]).astype(np.uint8)
+    mask4[mask12 == 0] = 0
+    meta = {"layout": layout, "gsd_m": round(gsd, 4), "haze": haze, "mask4": mask4,
+            "scene": _scene_for(layout, city, rng),
+            # ground-truth vectors (pixel coordinates, pixel centres at integers) and the
+            # junction boxes where longitudinal paint was erased
+            "lines": paint.lines, "junctions": junctions}
+    return LaneSample(image=R.to_uint8(img), mask=mask12, meta=meta)
+
+
+def _camera(rng: np.random.Generator, img: np.ndarray, ppm: float) -> tuple[np.ndarray, float]:
+    """Exposure, colour cast, haze, optics, sensor noise; returns the image and the haze."""
+    height, width = img.shape[:2]
     img *= rng.lognormal(0.0, 0.12) * rng.uniform(0.95, 1.05, 3).astype(np.float32)
     haze = float(rng.uniform(0.05, 0.35)) if rng.random() < 0.35 else 0.0
     if haze:
@@ -189,13 +216,7 @@ def render_lanes(rng: np.random.Generator, city: City, width: int, height: int) 
     img = 255.0 * (np.clip(img, 0, 255) / 255.0) ** gamma
     img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 0.7))
     img += rng.normal(0, rng.uniform(1.5, 4.0), img.shape).astype(np.float32)
-
-    mask12 = np.where(labelled & (occluded == 0), cls12, 0).astype(np.uint8)
-    mask4 = np.where(part4 > 0, part4, TO4[mask12]).astype(np.uint8)
-    mask4[mask12 == 0] = 0
-    meta = {"layout": layout, "gsd_m": round(gsd, 4), "haze": haze, "mask4": mask4,
-            "scene": _scene_for(layout, city, rng)}
-    return LaneSample(image=R.to_uint8(img), mask=mask12, meta=meta)
+    return img, haze
 
 
 def _scene_for(layout: str, city: City, rng: np.random.Generator) -> str:

@@ -100,7 +100,8 @@ def _make_road(rng, city: City, scene: str, weather: str) -> _Road:
 # --------------------------------------------------------------------------------------------
 # the ground: sky, road, paint, kerb and verge per pixel
 # --------------------------------------------------------------------------------------------
-def _ground(rng, cam: Camera, road: _Road, city: City, env: Env, scene: str) -> np.ndarray:
+def _ground(rng, cam: Camera, road: _Road, city: City, env: Env, scene: str,
+            detail_of=_detail) -> np.ndarray:
     H, W = cam.height, cam.width
     img = np.empty((H, W, 3), np.float32)
     hz = int(np.clip(np.ceil(cam.horizon), 0, H))
@@ -143,7 +144,7 @@ def _ground(rng, cam: Camera, road: _Road, city: City, env: Env, scene: str) -> 
         verge = verge * 0.3 + np.float32([120, 118, 112]) * 0.7  # paved forecourts
     kerb_c = np.float32([165, 165, 160])
     walk_c = np.float32([150, 148, 142]) * rng.uniform(0.85, 1.1)
-    tex = _detail("gravel" if scene != "rural" else city.verge_texture)
+    tex = detail_of("gravel" if scene != "rural" else city.verge_texture)
     th, tw = tex.shape
     # Fine grain: 400 texture px per metre (a stone is a few cm), faded with distance where a
     # pixel would average many stones anyway (and would alias if sampled).
@@ -151,7 +152,7 @@ def _ground(rng, cam: Camera, road: _Road, city: City, env: Env, scene: str) -> 
     my = np.mod(np.broadcast_to(z * 400.0, x.shape), th).astype(np.float32)
     detail = cv2.remap(tex, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
     detail *= 0.6 / (1.0 + px * 150.0)
-    vtex = _detail(city.verge_texture)
+    vtex = detail_of(city.verge_texture)
     vdetail = cv2.remap(vtex, np.mod(x * 25.0, vtex.shape[1]).astype(np.float32),
                         np.mod(np.broadcast_to(z * 25.0, x.shape), vtex.shape[0]).astype(
                             np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_WRAP)
@@ -217,8 +218,11 @@ def _choice(rng, options, p=None):
 
 
 def render_roadwork(rng: np.random.Generator, city: City, width: int, height: int,
-                    label: int | None = None) -> RoadworkSample:
+                    label: int | None = None, *, detail=_detail, camera=None) -> RoadworkSample:
     """One street scene; ``meta`` holds the true weather/daytime/scene and a caption.
+
+    ``detail`` (texture name -> zero-mean detail map) and ``camera`` (``apply_camera``'s
+    signature) replace the ground's texture source and the camera (scene families).
 
     ``label`` 1 renders a work zone, 0 none, None draws it (``POSITIVE_P``).
     """
@@ -233,7 +237,7 @@ def render_roadwork(rng: np.random.Generator, city: City, width: int, height: in
                   height * rng.uniform(0.36, 0.52), rng.uniform(1.25, 1.7),
                   rng.uniform(-0.004, 0.004) if rng.random() < 0.4 else 0.0)
     road = _make_road(rng, city, scene, weather)
-    img = _ground(rng, cam, road, city, env, scene)
+    img = _ground(rng, cam, road, city, env, scene, detail)
     glow = np.zeros_like(img)
     painter = S.Painter(img, glow, env, rng)
     items: list[S.Item] = []
@@ -427,7 +431,7 @@ def render_roadwork(rng: np.random.Generator, city: City, width: int, height: in
         equipment_px += int((np.abs(img[y0:y1, x0:x1] - before).max(axis=-1) > 8).sum())
 
     img = weather_overlay(rng, img, glow, env, width, height)
-    img = apply_camera(rng, img, env)
+    img = (camera or apply_camera)(rng, img, env)
     text = _caption(rng, label, equipment, distractors, scene, weather, daytime, city)
     meta = {"weather": weather, "daytime": daytime, "scene": scene, "text": text,
             "equipment": equipment, "distractors": distractors, "difficulty": difficulty,

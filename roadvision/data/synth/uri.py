@@ -17,14 +17,15 @@ from roadvision.errors import UserError
 
 __all__ = ["parse_synth_uri"]
 
-_OPTIONS = ("n", "size", "seed", "num_classes")
+_OPTIONS = ("n", "size", "seed", "num_classes", "family")
 
 
 def parse_synth_uri(uri: str) -> tuple[str, dict[str, Any]]:
     """``synth://roadwork?n=48&size=tiny&seed=0`` -> ``("roadwork", {n, size, seed})``: the
     task and the keyword arguments of ``roadvision.data.synth.generate``.
 
-    ``size`` is a name in ``SIZES`` or ``WxH``; ``n`` must lie in [8, 1000000].
+    ``size`` is a name in ``SIZES`` or ``WxH``; ``n`` must lie in [8, 1000000]; ``family`` is a
+    scene family, a comma list or ``all`` (``synth://lanes?family=classic,camera``).
     """
     parsed = urllib.parse.urlparse(uri)
     task = parsed.netloc or parsed.path.strip("/")
@@ -46,6 +47,13 @@ def parse_synth_uri(uri: str) -> tuple[str, dict[str, Any]]:
                                 "integer") from None
     if "size" in query:
         opts["size"] = _size(query["size"])
+    if "family" in query:
+        from roadvision.data.synth.families import parse_families
+
+        try:
+            opts["family"] = ",".join(parse_families(query["family"]))
+        except UserError as exc:
+            raise UserError(f"data_uri: synth:// {exc}") from None
     if not 8 <= opts["n"] <= 1_000_000:
         raise UserError(f"data_uri: synth:// n={opts['n']} is out of range [8, 1000000]")
     return task, opts
