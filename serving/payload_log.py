@@ -210,16 +210,9 @@ class _S3Sink:
         import boto3
         from botocore.config import Config
 
-        from roadvision.data.confine import PathRefused, safe_s3_prefix
+        from roadvision.data.confine import split_s3_uri
 
-        bucket, _, prefix = uri[len("s3://"):].partition("/")
-        if not bucket:
-            raise UserError(f"payload log URI {uri!r}: expected s3://bucket/prefix")
-        try:
-            self.prefix = safe_s3_prefix(prefix)
-        except PathRefused as exc:
-            raise UserError(f"payload log URI {uri!r}: {exc}") from None
-        self.bucket = bucket
+        self.bucket, self.prefix = split_s3_uri(uri, "payload log URI")
         self.client = boto3.client("s3", config=Config(retries={"max_attempts": 3,
                                                                 "mode": "standard"}))
 

@@ -120,24 +120,6 @@ def test_nothing_usable_is_an_error_with_the_report_written(tmp_path):
 
 
 # -- S3 (moto's S3-compatible server, the same protocol MinIO speaks) -------------------------
-@pytest.fixture()
-def s3_endpoint(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    from tests.conftest import free_port, wait_for_port
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "NO_PROXY": "127.0.0.1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    wait_for_port(port)
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 def test_ingest_from_s3(tmp_path, s3_endpoint):
     _, expected = _roadwork_with_bad_rows(tmp_path / "src")
     client = boto3.client("s3", endpoint_url=s3_endpoint)

@@ -141,25 +141,6 @@ def test_a_failing_store_is_counted_and_the_logger_keeps_going(tmp_path):
     assert _counter(DROPPED, "rw-e", "write_error") - before == 2
 
 
-@pytest.fixture()
-def s3_endpoint(monkeypatch):
-    from moto.server import ThreadedMotoServer
-
-    from tests.conftest import free_port, wait_for_port
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "NO_PROXY": "127.0.0.1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    wait_for_port(port)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")  # how the pod gets it
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 def test_batches_go_to_an_s3_prefix(s3_endpoint):
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="logs")
     cfg = PayloadLogConfig("s3://logs/payloads/prod", sample_rate=1.0, batch_rows=2)

@@ -28,8 +28,10 @@ import re
 import stat
 from pathlib import Path, PurePosixPath
 
+from roadvision.errors import UserError
+
 __all__ = ["NotAFile", "OutsideRoot", "PathRefused", "check_confined", "confined_relpath",
-           "open_confined", "read_confined", "safe_s3_prefix"]
+           "open_confined", "read_confined", "safe_s3_prefix", "split_s3_uri"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -79,6 +81,19 @@ def safe_s3_prefix(prefix: str) -> str:
     if prefix.strip("/") and any(p in ("", ".", "..") for p in parts):
         raise OutsideRoot(prefix, "S3 prefix with an empty, '.' or '..' segment")
     return prefix.strip("/")
+
+
+def split_s3_uri(uri: str, what: str = "") -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> ``(bucket, prefix)`` with the prefix checked by
+    :func:`safe_s3_prefix`; a UserError naming ``what`` (e.g. "payload log URI") otherwise."""
+    label = f"{what} {uri!r}" if what else uri
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket:
+        raise UserError(f"{label}: expected s3://bucket/prefix")
+    try:
+        return bucket, safe_s3_prefix(prefix)
+    except PathRefused as exc:
+        raise UserError(f"{label}: {exc}") from None
 
 
 def _is_link(name: str, dir_fd: int) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from roadvision.data import contract
-from roadvision.data.confine import PathRefused, read_confined, safe_s3_prefix
+from roadvision.data.confine import PathRefused, read_confined, split_s3_uri
 from roadvision.data.contract import INFO, MANIFEST, VOCABULARIES, DatasetInfo
 from roadvision.data.fileops import check_out_dir, safe_relpath, write_if_changed
 from roadvision.data.images import DEFAULT_MAX_PIXELS, ImageError, decode_image, decode_mask
@@ -80,13 +80,7 @@ class _S3Source:
         import boto3
         from botocore.config import Config
 
-        bucket, _, prefix = uri[len("s3://"):].partition("/")
-        if not bucket:
-            raise UserError(f"{uri}: expected s3://bucket/prefix")
-        try:
-            prefix = safe_s3_prefix(prefix)
-        except PathRefused as exc:
-            raise UserError(f"{uri}: {exc}") from None
+        bucket, prefix = split_s3_uri(uri)
         self.uri, self.bucket, self.prefix = uri, bucket, prefix
         self.client = boto3.client("s3", endpoint_url=endpoint_url,
                                    config=Config(retries={"max_attempts": 3, "mode": "standard"},

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from roadvision.data.confine import PathRefused, read_confined, safe_s3_prefix
+from roadvision.data.confine import PathRefused, read_confined, split_s3_uri
 from roadvision.errors import UserError
 
 __all__ = ["COLUMNS", "FIELDS", "GPS_MODES", "sanitize_metadata", "read_logged",
@@ -124,13 +124,7 @@ def _iter_s3(uri: str, endpoint_url: str | None) -> Iterator[bytes]:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
-    if not bucket:
-        raise UserError(f"{uri}: expected s3://bucket/prefix")
-    try:
-        prefix = safe_s3_prefix(prefix)
-    except PathRefused as exc:
-        raise UserError(f"{uri}: {exc}") from None
+    bucket, prefix = split_s3_uri(uri)
     client = boto3.client("s3", endpoint_url=endpoint_url)
     try:
         pages = client.get_paginator("list_objects_v2").paginate(
