@@ -10,16 +10,17 @@ epoch ``e``'s indices are a pure function of ``(seed, e)``, so a resumed run dra
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+
+from roadvision.training.sampler import EpochSampler
 
 __all__ = ["FamilySampler"]
 
 
-class FamilySampler(Sampler[int]):
+class FamilySampler(EpochSampler):
     """Yields ``num_samples`` dataset indices per epoch, families interleaved round-robin.
 
     Args:
@@ -39,9 +40,6 @@ class FamilySampler(Sampler[int]):
         self.seed = int(seed)
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def indices(self, epoch: int | None = None) -> list[int]:
         epoch = self.epoch if epoch is None else epoch
         gen = torch.Generator().manual_seed(self.seed * 100003 + epoch + 7919)
@@ -58,15 +56,3 @@ class FamilySampler(Sampler[int]):
             for f in torch.randperm(k, generator=gen).tolist():
                 out.append(int(streams[f][r]))
         return out[: self.num_samples]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])

@@ -15,10 +15,37 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["ResumableSampler"]
+__all__ = ["EpochSampler", "ResumableSampler"]
 
 
-class ResumableSampler(Sampler[int]):
+class EpochSampler(Sampler[int]):
+    """``num_samples`` indices per epoch, a pure function of ``(seed, epoch)``: subclasses write
+    :meth:`indices`; the state saved in a checkpoint is those two integers."""
+
+    num_samples: int
+    seed: int
+    epoch: int
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def indices(self, epoch: int | None = None) -> list[int]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def state_dict(self) -> dict:
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
+
+
+class ResumableSampler(EpochSampler):
     """Yields ``num_samples`` dataset indices per epoch.
 
     Args:
@@ -50,9 +77,6 @@ class ResumableSampler(Sampler[int]):
                 raise ValueError("weights must be finite, >= 0, and not all 0")
             self.weights = w
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def indices(self, epoch: int | None = None) -> list[int]:
         epoch = self.epoch if epoch is None else epoch
         gen = torch.Generator().manual_seed(self.seed * 100003 + epoch)
@@ -62,15 +86,3 @@ class ResumableSampler(Sampler[int]):
             return idx[: self.num_samples].tolist()
         return torch.multinomial(self.weights, self.num_samples, replacement=True,
                                  generator=gen).tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices())
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
