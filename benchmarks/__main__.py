@@ -31,6 +31,13 @@ COMMANDS: dict[str, list[str]] = {
     "cross-domain-quick": ["benchmarks.bench_cross_domain", "--quick"],
     "drift": ["benchmarks.bench_drift"],
     "geo": ["benchmarks.bench_geo"],
+    "geo-areas": ["benchmarks.bench_geo", "--areas"],
+    "thin-lines": ["benchmarks.bench_thin_lines"],
+    "thin-lines-quick": ["benchmarks.bench_thin_lines", "--quick"],
+    "pseudo-label": ["benchmarks.bench_pseudo_label"],
+    "pseudo-label-quick": ["benchmarks.bench_pseudo_label", "--quick"],
+    "sweep": ["benchmarks.bench_sweep"],
+    "sweep-quick": ["benchmarks.bench_sweep", "--quick"],
 }
 QUICK = ["data", "models", "serving", "pipeline", "ml-throughput"]
 

@@ -17,6 +17,13 @@
 ``--quick``: a 512 px and a 1024 px mosaic in 512 px blocks (one block, then four), 4 tiles
 of 512 px for F1 (a few minutes on 2 cores). The full run: 2048, 4096 and 8192 px mosaics
 (0.04 to 0.67 km^2) in 1024 px blocks, 24 tiles.
+
+``--areas``: analysis by coordinates instead (``POST /v1/areas:analyze``), through a real
+server (``python -m roadvision.serving`` on loopback, ``--forward_workers 0``, a real
+``redis-server``) over a catalogue of two COGs side by side, a bbox spanning both: the uncached
+answer's wall time (seeds' goal < 2 s for 1 km^2) and the cached answers' p50 (goal < 200 ms).
+Full: two COGs of 5120 x 10240 px (512 m x 1024 m), a 1 km^2 bbox. ``--quick``: two 512 px
+COGs, a 0.003 km^2 bbox; its seconds per km^2 are an extrapolation and say so.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -135,6 +144,119 @@ def polyline_f1(n: int, city: str, tile_px: int, bundle: str | None, threads: in
     return {name: scores_from_lengths(v) for name, v in totals.items() if v}
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 600.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/v2/models/lanes/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"the server was not ready after {timeout:.0f} s")
+
+
+def _area_imagery(tmp: Path, quick: bool) -> tuple[Path, tuple[float, ...], float]:
+    """Two COGs edge to edge (west, east) in one catalogue; a WGS84 bbox spanning both."""
+    import rasterio
+    from pyproj import Transformer
+    from shapely import box
+
+    from roadvision.geo.catalogue import index_folder, write_catalogue
+
+    folder = tmp / "imagery"
+    folder.mkdir()
+    # quick: 512 px squares; full: 5120 px wide, 10240 px high each (512 m x 1024 m)
+    tiles_x, tiles_y, tile_px = (1, 1, 512) if quick else (5, 10, 1024)
+    west = write_mosaic(folder / "west.tif", tmp / "west.truth.gpkg", tiles_x, tiles_y,
+                        tile_px, GSD, seed=0, city="berlin")
+    east = write_mosaic(folder / "east.tif", tmp / "east.truth.gpkg", tiles_x, tiles_y,
+                        tile_px, GSD, seed=1, city="berlin")
+    left, bottom, right, top = west.bounds
+    with rasterio.open(east.image, "r+") as ds:  # shift east of the west one, edge to edge
+        ds.transform = Affine(GSD, 0, right, 0, -GSD, top)
+        ds.update_tags(imagery_id="synth-mosaic-berlin-east")
+    with rasterio.open(west.image, "r+") as ds:
+        ds.update_tags(imagery_id="synth-mosaic-berlin-west")
+    catalogue = write_catalogue(folder / "catalogue.json", index_folder(folder))
+    if quick:  # 80 m x 40 m across the seam
+        area = box(right - 40, top - 45, right + 40, top - 5)
+    else:  # 1000 m x 1000 m across the seam
+        area = box(right - 500, bottom + 12, right + 500, top - 12)
+    to_wgs = Transformer.from_crs(west.epsg, 4326, always_xy=True)
+    return catalogue, to_wgs.transform_bounds(*area.bounds), area.area / 1e6
+
+
+def areas_figures(bundle: str, threads: int, quick: bool, tmp: Path, cached_calls: int = 20
+                  ) -> dict:
+    """Uncached and cached ``POST /v1/areas:analyze`` through a real server and Redis."""
+    import httpx
+
+    catalogue, bbox, km2 = _area_imagery(tmp, quick)
+    binary = shutil.which("redis-server")
+    redis_port, port = _free_port(), _free_port()
+    env = {**os.environ, "ROADVISION_QUIET": "1", "OMP_NUM_THREADS": str(threads)}
+    processes = []
+    try:
+        redis_args = []
+        if binary:
+            processes.append(subprocess.Popen(
+                [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(tmp)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            redis_args = ["--redis", f"redis://127.0.0.1:{redis_port}/0"]
+        log_file = open(tmp / "server.log", "wb")  # noqa: SIM115 - closed below
+        server = subprocess.Popen(
+            [sys.executable, "-m", "roadvision.serving", "--model", f"lanes={bundle}",
+             "--http_port", str(port), "--forward_workers", "0", "--imagery-catalogue",
+             str(catalogue), "--max-area-km2", "2", "--areas-rate-limit", "off",
+             "--areas-timeout-s", "3600", *redis_args],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        processes.append(server)
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, server)
+        body = {"bbox": list(bbox)}
+        with httpx.Client(base_url=url, timeout=3600) as client:
+            start = time.perf_counter()
+            first = client.post("/v1/areas:analyze", json=body)
+            uncached = time.perf_counter() - start
+            if first.status_code != 200:
+                raise SystemExit(f"areas answered {first.status_code}: {first.text[:500]}")
+            facts = first.json()["roadvision"]
+            times = []
+            for _ in range(cached_calls if binary else 0):
+                start = time.perf_counter()
+                again = client.post("/v1/areas:analyze", json=body)
+                times.append(time.perf_counter() - start)
+                assert again.headers["x-roadvision-cache"] == "hit", again.headers
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    row = {"area_km2": round(km2, 6), "features": len(first.json()["features"]),
+           "uncached_s": round(uncached, 3), "mapping_s": facts["seconds"],
+           "uncached_s_per_km2": round(uncached / km2, 1), "answer_bytes": len(first.content),
+           "imagery": [i["id"] for i in facts["imagery"]], "extrapolated": quick}
+    if times:
+        row.update(cached_p50_ms=round(float(np.percentile(times, 50)) * 1000, 1),
+                   cached_p90_ms=round(float(np.percentile(times, 90)) * 1000, 1),
+                   cached_calls=len(times))
+    return row
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "_map":
         _child_map(argv[1], argv[2], int(argv[3]), int(argv[4]))
@@ -146,7 +268,23 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--block", type=int, default=None,
                         help="block side in px (default: 512 with --quick, else 1024)")
     parser.add_argument("--city", default="oslo", help="held-out city for polyline F1")
+    parser.add_argument("--areas", action="store_true",
+                        help="POST /v1/areas:analyze timings instead (uncached, cached p50)")
     args = parser.parse_args(argv)
+    if args.areas:
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = _bundle(args.model, Path(tmp))
+            which = f"--model {args.model}" if args.model else "random-init lanes_small"
+            row = areas_figures(bundle, args.threads, args.quick, Path(tmp))
+            scale = " (extrapolated from the quick area)" if args.quick else ""
+            print(f"areas ({which}, {args.threads} threads, {GSD} m/px): "
+                  f"{row['area_km2']} km^2 uncached {row['uncached_s']} s "
+                  f"(mapping {row['mapping_s']} s), {row['uncached_s_per_km2']} s per km^2"
+                  f"{scale}; cached p50 {row.get('cached_p50_ms', '-')} ms, "
+                  f"p90 {row.get('cached_p90_ms', '-')} ms over {row.get('cached_calls', 0)} "
+                  f"calls; {row['features']} features, {row['answer_bytes']} bytes", flush=True)
+            print(json.dumps({"areas": row}))
+        return 0
     sizes = [512, 1024] if args.quick else [2048, 4096, 8192]
     # Memory is flat once a raster holds more than one block: --quick maps 1 and 4 blocks.
     args.block = args.block or (512 if args.quick else 1024)

@@ -5,6 +5,7 @@
     python -m benchmarks.bench_ml roadwork            # MCC in-dist / held-out / NATIX, ECE
     python -m benchmarks.bench_ml ablation            # roadwork parts vs the seeds' claims
     python -m benchmarks.bench_ml student             # distilled student: speed-up, metric kept
+    python -m benchmarks.bench_ml student --unlabelled 2000  # ... plus an unlabelled pool
     python -m benchmarks.bench_ml pretrained          # imagenet-lite0 vs random init
 
 All run on synthetic ``bench``-size images (``roadvision.data.synth.generate``) split with one
@@ -16,6 +17,7 @@ synthetic and never compared with published real-data numbers. Each prints its f
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
@@ -58,6 +60,7 @@ ABLATION_EPOCHS = 6  # 6 trainings, 2 at a time, in < 40 min on 2 CPU cores
 # FLOPs per model (112 px kept only 69 % of the ensemble's MCC after 5 epochs). num_views=1
 # because 320 px images would give a 128 px model 5 views (it was then 2x slower, not faster).
 STUDENT_OVERRIDES = {"view_size": 128, "num_views": 1}
+STUDENT_EPOCHS = 10
 
 
 def _data(task: str, work: Path, n: int, seed: int = 0) -> tuple[Path, list[str]]:
@@ -300,9 +303,19 @@ def _views_per_image(data: Path, bundle: Path) -> int:
                       model_cfg["view_size"], model_cfg["num_views"])
 
 
+# --quick: a smoke run of the whole student benchmark in under 3 min on 2 CPU cores. Its
+# figures (random-ish 2-epoch models on 64 px views) show the wiring, not the method.
+QUICK = {"n": 160, "epochs": 2, "max_steps": 4, "student_epochs": 2, "unlabelled": 48,
+         "model_overrides": '{"view_size": 64, "num_views": 1}'}  # 1 view, as the students
+QUICK_STUDENT_VIEW = 48
+POOL_SEED = 1_000_003  # the labelled bench data uses seed 0: the pool must not repeat it
+
+
 def bench_student(args: argparse.Namespace) -> dict:
     """Ensemble of ``--members`` bench models (member 0 is the ``roadwork`` benchmark's run,
-    reused from ``--work``) distilled into ``--student-preset`` with ``STUDENT_OVERRIDES``."""
+    reused from ``--work``) distilled into ``--student-preset`` with ``STUDENT_OVERRIDES``, on
+    the labelled train split alone and, with ``--unlabelled N``, plus N unlabelled generated
+    images of every scene family (soft targets only)."""
     data, _ = _data("roadwork", args.work, _n("roadwork", args))
     cfg = _cfg("roadwork", args)
     # members differ in seed, augmentation strength, learning rate and stochastic depth
@@ -319,21 +332,84 @@ def bench_student(args: argparse.Namespace) -> dict:
         calibrate(t, data, split="val")
         teacher_scores.append(evaluate(t, data, split="test")["headline"])
     ens = _ensemble_mcc(teachers, data)
-    student_cfg = cfg.replace(preset=args.student_preset, model_overrides=STUDENT_OVERRIDES,
-                              epochs=args.student_epochs)
-    st = distill(teachers, data, args.work / f"student_{_tag(student_cfg)}", student_cfg)
-    calibrate(st.bundle_dir, data, split="val")
-    s_score = evaluate(st.bundle_dir, data, split="test")["headline"]
-    t_lat = sum(_latency(t, data) for t in teachers)
-    s_lat = _latency(st.bundle_dir, data)
+    overrides = {**STUDENT_OVERRIDES, **({"view_size": QUICK_STUDENT_VIEW} if args.quick else {})}
+    student_cfg = cfg.replace(preset=args.student_preset, model_overrides=overrides,
+                              epochs=args.student_epochs, distill_targets=args.distill_targets)
+    arms = {"labelled only": student_cfg}
+    if args.unlabelled:
+        pool = (f"synth://roadwork?n={args.unlabelled}&size=bench&seed={POOL_SEED}"
+                "&family=all")
+        arms[f"+ pool of {args.unlabelled}"] = student_cfg.replace(distill_unlabelled=pool)
+    # the teachers' run folders are named by their configs' hashes: a student of other teachers
+    # must not resume this one's checkpoint
+    by = hashlib.sha256("|".join(t.parent.name for t in teachers).encode()).hexdigest()[:8]
+    students = {}
+    for name, arm_cfg in arms.items():
+        t0 = time.perf_counter()
+        st = distill(teachers, data, args.work / f"student_{_tag(arm_cfg)}_{by}", arm_cfg)
+        seconds = time.perf_counter() - t0
+        calibrate(st.bundle_dir, data, split="val")
+        score = evaluate(st.bundle_dir, data, split="test")["headline"]
+        per_epoch = statistics.median(h["train_seconds"] for h in st.history)
+        students[name] = {"bundle": st.bundle_dir, "mcc": score, "seconds": seconds,
+                          "train_seconds_per_epoch": per_epoch, "epochs": len(st.history)}
+    speed = _images_per_second([*teachers, *(s["bundle"] for s in students.values())], data)
+    ens_ips = 1.0 / sum(1.0 / speed[str(t)] for t in teachers)  # every member runs per image
     print(f"student: ensemble of {len(teachers)} x {cfg.preset} {cfg.model_overrides} -> "
-          f"{args.student_preset} ({student_cfg.epochs} epochs of distillation)")
-    print(f"  members MCC {[round(s, 4) for s in teacher_scores]}, ensemble MCC {ens:.4f}, "
-          f"student MCC {s_score:.4f} (kept {s_score / ens if ens else float('nan'):.1%})")
-    print(f"  latency per image: ensemble {t_lat * 1e3:.2f} ms, student {s_lat * 1e3:.2f} ms, "
-          f"speed-up {t_lat / s_lat:.2f}x")
-    return {"member_mcc": teacher_scores, "ensemble_mcc": ens, "student_mcc": s_score,
-            "kept": s_score / ens if ens else None, "speedup": t_lat / s_lat}
+          f"{args.student_preset} {overrides} ({student_cfg.epochs} epochs of distillation, "
+          f"teacher targets {args.distill_targets}){' [--quick: smoke run]' if args.quick else ''}")
+    print(f"  members MCC {[round(s, 4) for s in teacher_scores]}, ensemble MCC {ens:.4f} "
+          f"({ens_ips:.1f} images/s)")
+    figures: dict[str, Any] = {"member_mcc": teacher_scores, "ensemble_mcc": ens,
+                               "ensemble_images_per_s": ens_ips, "students": {}}
+    for name, s in students.items():
+        ips = speed[str(s["bundle"])]
+        kept = s["mcc"] / ens if ens > 0 else float("nan")  # a share of nothing means nothing
+        print(f"  student, {name:18s} MCC {s['mcc']:.4f} (kept {kept:.1%}), {ips:.1f} images/s "
+              f"({ips / ens_ips:.2f}x the ensemble); distillation {s['seconds']:.0f} s, "
+              f"{s['train_seconds_per_epoch']:.1f} s per epoch")
+        figures["students"][name] = {"mcc": s["mcc"], "kept": kept, "images_per_s": ips,
+                                     "speedup": ips / ens_ips, "seconds": s["seconds"],
+                                     "train_seconds_per_epoch": s["train_seconds_per_epoch"]}
+    first = figures["students"]["labelled only"]  # the earlier figures' names
+    figures.update(student_mcc=first["mcc"], kept=first["kept"], speedup=first["speedup"])
+    return figures
+
+
+def _images_per_second(bundles: list[Path], data: Path, rounds: int = 3, n: int = 48
+                       ) -> dict[str, float]:
+    """Plain-inference images/s of each bundle on the same pre-loaded test images (batch 16),
+    measured side by side: every round times every model once, in turn, so load from other
+    work on the machine falls on all of them alike; the best round counts."""
+    from roadvision.models.bundle import load_bundle
+    from roadvision.runtime.dataset import ManifestDataset
+    from roadvision.runtime.inference import predict_dataset
+    from roadvision.runtime.readers import load_rows
+
+    rows = load_rows(data, ["test"])
+    models, inputs = {}, {}
+    for b in bundles:
+        model = load_bundle(b)
+        ds = ManifestDataset(data, rows, model.cfg)
+        models[str(b)], inputs[str(b)] = model, [ds[i] for i in range(min(n, len(ds)))]
+
+    class _Fixed:  # pre-loaded samples: time the model, not the JPEG decoder
+        def __init__(self, samples: list[dict]) -> None:
+            self.samples = samples
+
+        def __len__(self) -> int:
+            return len(self.samples)
+
+        def __getitem__(self, i: int) -> dict:
+            return dict(self.samples[i])
+
+    best = {k: float("inf") for k in models}
+    for _ in range(rounds):
+        for k, model in models.items():
+            t0 = time.perf_counter()
+            list(predict_dataset(model, _Fixed(inputs[k]), batch_size=16))
+            best[k] = min(best[k], time.perf_counter() - t0)
+    return {k: len(inputs[k]) / best[k] for k in models}
 
 
 def _ensemble_mcc(bundles: list[Path], data: Path) -> float:
@@ -496,8 +572,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="throughput / pretrained: which task")
     parser.add_argument("--members", type=int, default=2, help="student: ensemble size")
     parser.add_argument("--student-preset", default="roadwork_student")
-    parser.add_argument("--student-epochs", type=int, default=10,
+    parser.add_argument("--student-epochs", type=int, default=STUDENT_EPOCHS,
                         help="student: distillation epochs (each runs every teacher too)")
+    parser.add_argument("--unlabelled", type=int, default=None,
+                        help="student: also distil with N unlabelled generated images (all "
+                             "scene families, soft targets only); 0 = labelled only")
+    parser.add_argument("--distill-targets", choices=("auto", "cache", "online"),
+                        default="auto", help="student: teacher targets cached or on the fly")
+    parser.add_argument("--quick", action="store_true",
+                        help="student: a < 3 min smoke run (QUICK; figures are not results)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="ablation / student: trainings at a time, one process each")
     parser.add_argument("--steps", type=int, default=30, help="throughput: steps per run")
@@ -506,6 +589,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="throughput: repetitions")
     parser.add_argument("--json", type=Path, default=None, help="also write figures here")
     args = parser.parse_args(argv)
+    if args.quick:  # QUICK fills what the command line left unset
+        for key, value in QUICK.items():
+            if getattr(args, key) in (None, STUDENT_EPOCHS):
+                setattr(args, key, value)
+    args.unlabelled = args.unlabelled or 0
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         args.work = (args.work or Path(tmp)).resolve()

@@ -84,6 +84,7 @@ def check_params(
     batch_size: int, max_steps_per_epoch: int, tta: str, min_delta: float,
     slice_tolerance: float, absolute_floor: float, min_slice_size: int, model_name: str,
     experiment: str, mlflow_tracking_uri: str, s3_endpoint_url: str, seed: int,
+    pseudo_label_pool: str, pseudo_label_rounds: int, distill_unlabelled: str,
 ) -> list:
     """Validate the run's parameters; returns the ensemble member ids."""
     params = {k: v for k, v in locals().items() if k != "result"}

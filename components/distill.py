@@ -1,7 +1,8 @@
 """Step 8, distill: the ensemble's members teach one smaller student (GPU step).
 
 The student is what gets registered and served: one forward pass instead of N. It is
-calibrated on the validation split like the members.
+calibrated on the validation split like the members. ``unlabelled`` (a ``synth://`` URI or a
+folder, "" = none) adds an unlabelled pool the student learns from through the teachers alone.
 """
 
 # No `from __future__ import annotations`: KFP reads the component signature's real types.
@@ -33,7 +34,8 @@ def run_distill(teacher_dirs: list[str | Path], data_dir: str | Path, out_dir: s
                 task: str, training_profile: str = "full", student_preset: str = "",
                 model_preset: str = "", epochs: int = 40, batch_size: int = 32,
                 max_steps_per_epoch: int = 0, seed: int = 0, pipeline_run_id: str | None = None,
-                experiment: str = "roadvision", tracking_uri: str = "") -> dict[str, Any]:
+                experiment: str = "roadvision", tracking_uri: str = "",
+                unlabelled: str = "") -> dict[str, Any]:
     """Distil ``teacher_dirs`` into a calibrated student bundle in ``out_dir``."""
     import tempfile
 
@@ -48,6 +50,7 @@ def run_distill(teacher_dirs: list[str | Path], data_dir: str | Path, out_dir: s
     cfg = train_config(task=task, training_profile=training_profile, model_preset=preset,
                        epochs=epochs, batch_size=batch_size,
                        max_steps_per_epoch=max_steps_per_epoch, seed=int(seed) * 1000 + 999)
+    cfg = cfg.replace(distill_unlabelled=unlabelled)
     with step_run("distill", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
                   params={**cfg.to_dict(), "teachers": len(teacher_dirs)}):
         with tempfile.TemporaryDirectory() as work:
@@ -66,7 +69,7 @@ def distill(teachers: Input[list[Model]], data: Input[Dataset], student: Output[
             metrics: Output[Metrics], result: Output[Artifact], task: str,
             training_profile: str, student_preset: str, model_preset: str, epochs: int,
             batch_size: int, max_steps_per_epoch: int, seed: int, experiment: str,
-            mlflow_tracking_uri: str) -> float:
+            mlflow_tracking_uri: str, unlabelled: str = "") -> float:
     """Distil the ensemble into one student; returns its best validation headline."""
     from roadvision.components._base import publish_metrics, set_metadata, step_result
     from roadvision.components.distill import run_distill
@@ -77,7 +80,8 @@ def distill(teachers: Input[list[Model]], data: Input[Dataset], student: Output[
                                student_preset=student_preset, model_preset=model_preset,
                                epochs=epochs, batch_size=batch_size,
                                max_steps_per_epoch=max_steps_per_epoch, seed=seed,
-                               experiment=experiment, tracking_uri=mlflow_tracking_uri))
+                               experiment=experiment, tracking_uri=mlflow_tracking_uri,
+                               unlabelled=unlabelled))
     publish_metrics(metrics, {"val_headline": out["best_metric"], "teachers": out["teachers"]})
     set_metadata(student, {"framework": "pytorch", "format": "roadvision-bundle",
                            "model_preset": out["model_preset"], "teachers": out["teachers"]})

@@ -7,9 +7,19 @@ headlines are metrics of the run that logged the model (and of the logged model)
 is the run's input; the error analysis report, titled with the registered name and version,
 sits beside the model's files as ``report.html``. The headline numbers also go onto the
 pipeline's parent run.
+
+The registered bundle carries its drift reference (``monitoring/reference.py``: encoder
+embeddings, image statistics and scores of up to ``drift_reference_rows`` training images), so
+``roadvision monitor drift`` and the chart's CronJob can compare served traffic with the model's
+own training data without a separate step. The reference is written into a copy of the bundle:
+a step's input artifact is not ours to change.
 """
 
 # No `from __future__ import annotations`: KFP reads the component signature's real types.
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +33,11 @@ __all__ = ["run_register", "register"]
 def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str | Path, *,
                  task: str, model_name: str = "", report_path: str | Path | None = None,
                  teacher_headlines: list[float] | None = None, pipeline_run_id: str | None = None,
-                 experiment: str = "roadvision", tracking_uri: str = "") -> dict[str, Any]:
-    """Register the bundle as ``@challenger``; returns ``{"model_name", "version", "alias"}``."""
+                 experiment: str = "roadvision", tracking_uri: str = "",
+                 drift_reference_rows: int = 200) -> dict[str, Any]:
+    """Register the bundle as ``@challenger``; returns ``{"model_name", "version", "alias"}``.
+
+    ``drift_reference_rows`` training images form the stored drift reference (0: none)."""
     from roadvision.components._base import (
         code_version,
         current_pipeline_run_id,
@@ -50,8 +63,10 @@ def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str
     with step_run("register", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
                   params={"model_name": name}):
         log_metrics({f"teacher_{i}": {"headline": h} for i, h in enumerate(teachers)})
-        version = publish.register_bundle(RegistryClient(), bundle_dir, name, tags, metrics,
-                                          experiment=experiment, dataset_dir=data_dir)
+        with _with_drift_reference(Path(bundle_dir), Path(data_dir),
+                                   drift_reference_rows) as bundle:
+            version = publish.register_bundle(RegistryClient(), bundle, name, tags, metrics,
+                                              experiment=experiment, dataset_dir=data_dir)
         if report_path and Path(report_path).is_file():
             _attach_report(name, version, Path(report_path))
         # The parent run's headline numbers: the student's headline and its overall metrics.
@@ -61,11 +76,26 @@ def run_register(bundle_dir: str | Path, metrics_path: str | Path, data_dir: str
     return {"model_name": name, "version": version, "alias": "challenger"}
 
 
+@contextlib.contextmanager
+def _with_drift_reference(bundle_dir: Path, data_dir: Path, rows: int) -> Iterator[Path]:
+    """A copy of the bundle with its drift reference added (the bundle itself when ``rows``
+    is 0 or it already holds one)."""
+    from roadvision.models.bundle import locate_bundle
+    from roadvision.monitoring.reference import REFERENCE_FILE, build_reference, save_reference
+
+    if rows <= 0 or (locate_bundle(bundle_dir) / REFERENCE_FILE).is_file():
+        yield bundle_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="roadvision-register-") as tmp:
+        copy = Path(tmp) / "bundle"
+        shutil.copytree(locate_bundle(bundle_dir), copy)
+        save_reference(build_reference(copy, data_dir, n=max(rows, 2)), copy)
+        yield copy
+
+
 def _attach_report(name: str, version: str, report: Path) -> None:
     """The error analysis beside the registered model as ``report.html``, its title naming
     the version (the report was written before the version existed)."""
-    import tempfile
-
     from roadvision.evaluation.error_analysis import model_label, retitle
     from roadvision.registry import RegistryClient, publish
 

@@ -60,6 +60,13 @@ class RunParams:
     mlflow_tracking_uri: str = ""
     s3_endpoint_url: str = ""  # MinIO / S3-compatible endpoint for s3:// data URIs
     seed: int = 0
+    # unlabelled pool for pseudo-labelling (images / data set folder, payload log folder or
+    # s3:// prefix, synth://); "" = the branch is off
+    pseudo_label_pool: str = ""
+    pseudo_label_rounds: int = 2  # rounds, thresholds rising 0.9 -> 0.95
+    # unlabelled images the student also learns from (teachers' soft targets only): a folder
+    # or synth://; "" = the labelled train split only
+    distill_unlabelled: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +95,7 @@ class RunParams:
         _int_range("max_steps_per_epoch", self.max_steps_per_epoch, 0, 10_000_000)
         _int_range("min_slice_size", self.min_slice_size, 0, 10_000_000)
         _int_range("seed", self.seed, 0, 2**31 - 1)
+        _int_range("pseudo_label_rounds", self.pseudo_label_rounds, 1, 10)
         if self.training_profile not in TRAINING_PROFILES:
             raise UserError(f"training_profile: {self.training_profile!r} is not one of "
                             f"{TRAINING_PROFILES}")
@@ -110,6 +118,7 @@ class RunParams:
         parse_target_regions(self.target_regions)
         parse_holdout_cities(self.holdout_cities)
         self._check_data_uri(check_data)
+        self._check_pool_uri(check_data)
         if check_mlflow:
             from roadvision.registry import check_tracking
 
@@ -117,27 +126,43 @@ class RunParams:
         return self
 
     def _check_data_uri(self, check_exists: bool) -> None:
-        uri = self.data_uri.strip()
-        if not uri:
+        if not self.data_uri.strip():
             raise UserError("data_uri: is empty (a data set folder, s3://bucket/prefix or "
                             "synth://TASK?n=N)")
-        scheme = urllib.parse.urlparse(uri).scheme
-        if scheme == "synth":
+        self._check_source("data_uri", check_exists)
+
+    def _check_pool_uri(self, check_exists: bool) -> None:
+        """The unlabelled pools: empty (off), or a source like ``data_uri`` (the distillation
+        pool: a folder or synth:// only)."""
+        if self.pseudo_label_pool.strip():
+            self._check_source("pseudo_label_pool", check_exists)
+        if self.distill_unlabelled.strip():
+            self._check_source("distill_unlabelled", check_exists, s3=False)
+
+    def _check_source(self, name: str, check_exists: bool, *, s3: bool = True) -> None:
+        """Parameter ``name``: a folder, an s3:// prefix (when ``s3``) or a synth:// URI of this
+        run's task."""
+        uri = getattr(self, name).strip()
+        parsed = urllib.parse.urlparse(uri)
+        schemes = "a folder, s3:// or synth://" if s3 else "a folder or synth://"
+        if parsed.scheme == "synth":
             from roadvision.data.synth.uri import parse_synth_uri
 
-            task, _ = parse_synth_uri(uri)
+            try:
+                task, _ = parse_synth_uri(uri)
+            except UserError as exc:  # it names data_uri: say which parameter it was
+                raise UserError(f"{name}: {str(exc).removeprefix('data_uri: ')}") from None
             if task != self.task:
-                raise UserError(f"data_uri: generates {task!r} data but task is {self.task!r}")
-        elif scheme == "s3":
-            if not urllib.parse.urlparse(uri).netloc:
-                raise UserError(f"data_uri: {uri!r} names no bucket")
-        elif scheme in ("", "file"):
-            path = Path(urllib.parse.urlparse(uri).path if scheme == "file" else uri)
+                raise UserError(f"{name}: generates {task!r} data but task is {self.task!r}")
+        elif parsed.scheme == "s3" and s3:
+            if not parsed.netloc:
+                raise UserError(f"{name}: {uri!r} names no bucket")
+        elif parsed.scheme in ("", "file"):
+            path = Path(parsed.path if parsed.scheme == "file" else uri)
             if check_exists and not path.is_dir():
-                raise UserError(f"data_uri: {uri} does not exist (or is not a folder)")
+                raise UserError(f"{name}: {uri} does not exist (or is not a folder)")
         else:
-            raise UserError(f"data_uri: unsupported scheme {scheme!r} (use a folder, s3:// or "
-                            "synth://)")
+            raise UserError(f"{name}: unsupported scheme {parsed.scheme!r} (use {schemes})")
 
     def resolved_model_name(self) -> str:
         from roadvision.registry import resolve_model_name

@@ -21,14 +21,31 @@ __all__ = ["train_config", "run_train", "train", "fold_ids", "out_of_fold_source
 
 
 def train_config(*, task: str, training_profile: str, model_preset: str, epochs: int,
-                 batch_size: int, max_steps_per_epoch: int, seed: int):
-    """The ``TrainConfig`` a pipeline run asks for (0/"" mean "the training profile's value")."""
+                 batch_size: int, max_steps_per_epoch: int, seed: int,
+                 overrides: str = ""):
+    """The ``TrainConfig`` a pipeline run asks for (0/"" mean "the training profile's value").
+
+    ``overrides``: a JSON object of ``TrainConfig`` fields applied last (a sweep trial's
+    hyper-parameters); "" changes nothing.
+    """
+    import json
+
+    from roadvision.errors import UserError
     from roadvision.training import TrainConfig
 
-    return TrainConfig.for_profile(
+    cfg = TrainConfig.for_profile(
         training_profile, task, preset=model_preset or None, epochs=int(epochs),
         batch_size=int(batch_size), max_steps_per_epoch=int(max_steps_per_epoch) or None,
         seed=int(seed))
+    if not overrides.strip():
+        return cfg
+    try:
+        changes = json.loads(overrides)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"overrides: not JSON ({exc.msg})") from None
+    if not isinstance(changes, dict):
+        raise UserError("overrides: expected a JSON object of TrainConfig fields")
+    return cfg.replace(**changes)
 
 
 def fold_ids(rows: Any, folds: int, seed: int = 0) -> Any:
@@ -68,13 +85,12 @@ def out_of_fold_sources(data_dir: str | Path, cfg: Any, folds: int, epochs: int,
     import mlflow
 
     from roadvision.models.bundle import load_bundle
-    from roadvision.models.losses import create_loss
     from roadvision.runtime.dataset import ManifestDataset
     from roadvision.runtime.device import resolve_device
     from roadvision.runtime.readers import load_rows
     from roadvision.training.datasets import TrainingDataset
     from roadvision.training.loop import fit, seed_everything
-    from roadvision.training.train import build_model
+    from roadvision.training.train import build_loss, build_model
 
     rows = load_rows(data_dir, ["train", "val"])
     fold = fold_ids(rows, folds, cfg.seed)
@@ -91,7 +107,7 @@ def out_of_fold_sources(data_dir: str | Path, cfg: Any, folds: int, epochs: int,
                                    crop_size=cfg.crop_size, lane_crop_p=cfg.lane_crop_p,
                                    seed=cfg.seed + f)
         held_ds = ManifestDataset(data_dir, held, model.cfg)
-        loss = create_loss(model.cfg.task, **cfg.loss_weights)
+        loss = build_loss(model, cfg)
         # the fold's per-epoch metrics go to a run of its own, not over the member's history
         run = (mlflow.start_run(run_name=f"calibration-fold-{f}", nested=True)
                if mlflow.active_run() is not None else contextlib.nullcontext())
@@ -110,7 +126,7 @@ def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str,
               training_profile: str = "full", model_preset: str = "", epochs: int = 40,
               batch_size: int = 32, max_steps_per_epoch: int = 0, member: int = 0, seed: int = 0,
               pipeline_run_id: str | None = None, experiment: str = "roadvision",
-              tracking_uri: str = "") -> dict[str, Any]:
+              tracking_uri: str = "", overrides: str = "") -> dict[str, Any]:
     """Train + calibrate member ``member``; the bundle ends up in ``out_dir``.
 
     Returns ``{"member", "best_metric", "best_epoch", "calibration", "model_preset"}``.
@@ -126,7 +142,8 @@ def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str,
     member = int(member)  # kfp.local hands ParallelFor items back as floats
     cfg = train_config(task=task, training_profile=training_profile, model_preset=model_preset,
                        epochs=epochs, batch_size=batch_size,
-                       max_steps_per_epoch=max_steps_per_epoch, seed=int(seed) * 1000 + member)
+                       max_steps_per_epoch=max_steps_per_epoch, seed=int(seed) * 1000 + member,
+                       overrides=overrides)
     with step_run(member_task(member), pipeline_run_id, experiment=experiment,
                   tracking_uri=tracking_uri, params={**cfg.to_dict(), "member": member}):
         with tempfile.TemporaryDirectory() as work:
@@ -152,8 +169,9 @@ def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str,
 def train(data: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
           result: Output[Artifact], task: str, training_profile: str, model_preset: str,
           epochs: int, batch_size: int, max_steps_per_epoch: int, member: int, seed: int,
-          experiment: str, mlflow_tracking_uri: str) -> float:
-    """Train and calibrate one ensemble member; returns its best validation headline."""
+          experiment: str, mlflow_tracking_uri: str, overrides: str = "") -> float:
+    """Train and calibrate one ensemble member (or sweep trial: ``overrides``, a JSON object of
+    TrainConfig fields); returns its best validation headline."""
     from roadvision.components._base import publish_metrics, set_metadata, step_result
     from roadvision.components.train import member_task, run_train
 
@@ -161,7 +179,8 @@ def train(data: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
         out.update(run_train(data.path, model.path, task=task, training_profile=training_profile,
                              model_preset=model_preset, epochs=epochs, batch_size=batch_size,
                              max_steps_per_epoch=max_steps_per_epoch, member=member, seed=seed,
-                             experiment=experiment, tracking_uri=mlflow_tracking_uri))
+                             experiment=experiment, tracking_uri=mlflow_tracking_uri,
+                             overrides=overrides))
     publish_metrics(metrics, {"val_headline": out["best_metric"],
                               "calibration": out["calibration"]})
     # The member travels with its model: the member's evaluation names itself after it.

@@ -75,6 +75,12 @@ class ModelConfig:
     temperature: float = 1.0  # p = sigmoid(logit / temperature + logit_bias)
     logit_bias: float = 0.0
     threshold: float = 0.5  # decision threshold applied to the calibrated probability
+    # lanes: the class mask is argmax(log p + class_bias), one bias per class (background's 0),
+    # fitted on validation to maximise each lane class's IoU; [] = plain argmax
+    class_bias: list[float] = field(default_factory=list)
+
+    # --- lanes post-processing (roadvision.runtime.inference.lane_mask)
+    min_segment_m: float = 0.0  # drop lane pieces shorter than this, metres at extra.gsd_m; 0 = off
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -94,6 +100,12 @@ class ModelConfig:
             raise UserError(f"view_mode 'multi' needs num_views >= 2, got {self.num_views}")
         if self.temperature <= 0:
             raise UserError(f"temperature must be > 0, got {self.temperature}")
+        self.class_bias = [float(b) for b in self.class_bias]
+        if self.class_bias and len(self.class_bias) != len(self.classes):
+            raise UserError(f"class_bias has {len(self.class_bias)} values for "
+                            f"{len(self.classes)} classes")
+        if not self.min_segment_m >= 0:
+            raise UserError(f"min_segment_m must be >= 0, got {self.min_segment_m}")
         if self.task == "roadwork" and self.embed_dim % self.num_heads:
             raise UserError(
                 f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"

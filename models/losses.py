@@ -5,7 +5,10 @@ name to its (unweighted) float value for logging.
 
 - lanes: ``DiceFocalLoss``: class-weighted focal cross-entropy + soft Dice over the classes
   present in the batch. Compound Dice+Focal losses are among the most robust for thin,
-  imbalanced structures (Ma et al., "Loss odyssey", MedIA 2021).
+  imbalanced structures (Ma et al., "Loss odyssey", MedIA 2021). Optionally (``cldice > 0``)
+  + soft clDice (Shit et al., "clDice", CVPR 2021): Dice between each mask and the other's soft
+  skeleton, so a line broken by a gap costs more than one trimmed at its edge by as many
+  pixels; Dice and focal see the two as equal.
 - roadwork: ``RoadworkLoss``: binary focal loss with label smoothing on the main logit
   + multi-view consistency (KL from the mean view probability to each view's probability)
   + multiple-instance view loss (the most confident view must agree with the image label)
@@ -33,6 +36,8 @@ __all__ = [
     "focal_loss",
     "binary_focal_loss",
     "soft_dice_loss",
+    "soft_skeleton",
+    "soft_cldice_loss",
     "bernoulli_kl",
     "default_lane_class_weights",
 ]
@@ -88,6 +93,59 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor,
     return ((1 - dice) * w).sum() / w.sum().clamp_min(_EPS)
 
 
+def _soft_erode(x: torch.Tensor) -> torch.Tensor:
+    """Min-pooling with a 3x3 cross (the paper's 2D erosion): x [B, C, H, W]."""
+    vertical = -F.max_pool2d(-x, (3, 1), 1, (1, 0))
+    horizontal = -F.max_pool2d(-x, (1, 3), 1, (0, 1))
+    return torch.minimum(vertical, horizontal)
+
+
+def _soft_dilate(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, 3, 1, 1)
+
+
+def soft_skeleton(x: torch.Tensor, iterations: int = 3) -> torch.Tensor:
+    """Soft morphological skeleton of soft masks x [B, C, H, W] in [0, 1] (Shit et al. 2021,
+    Alg. 1): what each erosion step removes that an opening does not restore. ``iterations``
+    bounds the half-width it thins (lane markings are 1-3 px wide here, so 3 is enough).
+    The result lies inside x (0 <= skel <= x), so a mask covers its own skeleton exactly."""
+    skel = F.relu(x - _soft_dilate(_soft_erode(x)))
+    for _ in range(iterations):
+        x = _soft_erode(x)
+        delta = F.relu(x - _soft_dilate(_soft_erode(x)))
+        skel = skel + F.relu(delta - skel * delta)
+    return skel
+
+
+def soft_cldice_loss(logits: torch.Tensor, target: torch.Tensor,
+                     class_weights: torch.Tensor | None, iterations: int = 3,
+                     ignore_index: int = -100) -> torch.Tensor:
+    """1 - soft clDice per lane class (background, class 0, has no centre line and is skipped),
+    averaged over the lane classes present in the target, weighted like the Dice term.
+
+    Topology precision: the share of the predicted skeleton inside the true mask (false
+    branches and specks lower it); topology sensitivity: the share of the true skeleton the
+    prediction covers (gaps lower it). Ignored pixels count as neither mask nor prediction.
+    logits [B, C, H, W], target long [B, H, W].
+    """
+    num_classes = logits.shape[1]
+    valid = (target != ignore_index).unsqueeze(1)
+    probs = logits.float().softmax(dim=1) * valid
+    onehot = F.one_hot(torch.where(valid.squeeze(1), target, 0), num_classes)
+    onehot = onehot.movedim(-1, 1).float() * valid
+    probs, onehot = probs[:, 1:], onehot[:, 1:]
+    skel_pred = soft_skeleton(probs, iterations)
+    skel_true = soft_skeleton(onehot, iterations)
+    dims = (0, 2, 3)
+    precision = ((skel_pred * onehot).sum(dims) + _EPS) / (skel_pred.sum(dims) + _EPS)
+    sensitivity = ((skel_true * probs).sum(dims) + _EPS) / (skel_true.sum(dims) + _EPS)
+    cldice = 2 * precision * sensitivity / (precision + sensitivity)
+    present = (onehot.sum(dims) > 0).float()
+    w = class_weights[1:] if class_weights is not None else torch.ones_like(cldice)
+    w = w * present
+    return ((1 - cldice) * w).sum() / w.sum().clamp_min(_EPS)
+
+
 def binary_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
                       label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean binary focal loss on logits [B] with 0/1 targets smoothed towards 0.5."""
@@ -113,11 +171,15 @@ def _item(value: torch.Tensor) -> float:
 # --- losses ---------------------------------------------------------------------------------
 
 class DiceFocalLoss(nn.Module):
-    """Lanes: ``focal * FocalCE + dice * SoftDice`` with class weights."""
+    """Lanes: ``focal * FocalCE + dice * SoftDice (+ cldice * SoftClDice)`` with class weights.
+
+    ``cldice`` 0 (the default) leaves the clDice term out entirely (not even computed);
+    ``cldice_iters`` is its soft skeleton's thinning depth.
+    """
 
     def __init__(self, class_weights: Sequence[float] | None = None, num_classes: int = 4,
                  dice: float = 1.0, focal: float = 1.0, gamma: float = 2.0,
-                 ignore_index: int = -100):
+                 ignore_index: int = -100, cldice: float = 0.0, cldice_iters: int = 3):
         super().__init__()
         weights = list(class_weights) if class_weights is not None else \
             default_lane_class_weights(num_classes)
@@ -126,6 +188,10 @@ class DiceFocalLoss(nn.Module):
         self.register_buffer("class_weights", torch.tensor(weights, dtype=torch.float32))
         self.dice_weight, self.focal_weight = dice, focal
         self.gamma, self.ignore_index = gamma, ignore_index
+        if cldice < 0 or int(cldice_iters) < 1:
+            raise UserError(f"cldice weight must be >= 0 and cldice_iters >= 1, got {cldice}, "
+                            f"{cldice_iters}")
+        self.cldice_weight, self.cldice_iters = float(cldice), int(cldice_iters)
 
     def forward(self, outputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]
                 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -137,7 +203,12 @@ class DiceFocalLoss(nn.Module):
         focal = focal_loss(logits, target, w, self.gamma, self.ignore_index)
         dice = soft_dice_loss(logits, target, w, self.ignore_index)
         loss = self.focal_weight * focal + self.dice_weight * dice
-        return loss, {"focal": _item(focal), "dice": _item(dice), "loss": _item(loss)}
+        parts = {"focal": _item(focal), "dice": _item(dice)}
+        if self.cldice_weight > 0:
+            cldice = soft_cldice_loss(logits, target, w, self.cldice_iters, self.ignore_index)
+            loss = loss + self.cldice_weight * cldice
+            parts["cldice"] = _item(cldice)
+        return loss, {**parts, "loss": _item(loss)}
 
 
 class RoadworkLoss(nn.Module):
@@ -193,7 +264,7 @@ class RoadworkLoss(nn.Module):
 def create_loss(task: str, **weights: Any) -> nn.Module:
     """The loss of ``task`` ("lanes" or "roadwork"); ``None`` values keep the defaults.
 
-    lanes: class_weights, num_classes, dice, focal, gamma, ignore_index.
+    lanes: class_weights, num_classes, dice, focal, gamma, ignore_index, cldice, cldice_iters.
     roadwork: focal, consistency, view, weather, gamma, label_smoothing.
     """
     weights = {k: v for k, v in weights.items() if v is not None}

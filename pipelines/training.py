@@ -2,11 +2,19 @@
 
     check_params -> ingest -> validate -> split -> gps_weighting
       -> ParallelFor(members): train -> evaluate
-      -> distill(Collected teachers) -> evaluate(student) -> error_analysis(student)
+      -> distill(Collected teachers)
+      -> If(pseudo_label_pool != ""): pseudo_label(student)   Else: keep_student
+      -> importer(OneOf(their model URIs))                    (the model to register)
+      -> evaluate(student) -> error_analysis(student)
       -> register (@challenger) -> gate -> If(passed): promote (@champion)
 
 Error analysis looks at the student, the model that is registered and served (its failures
 are the ones users meet); the members' own evaluations stay in the loop.
+
+The pseudo-label branch is off by default (``pseudo_label_pool=""``). Both branches return
+their model's URI and the importer turns the ``OneOf`` of the two back into one ``Model``:
+kfp.local cannot resolve a ``OneOf`` of artifacts (only of parameters), and the local run
+must be this same DAG.
 
 Cluster settings (image, GPU type/count, node selector, toleration, Secrets, retries) are not
 pipeline parameters: KFP fixes them at compile time. ``ClusterSettings`` (``cluster.py``) carries
@@ -18,8 +26,9 @@ kfp.local ignores the Kubernetes settings (it warns), so the local run is this s
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature's real types.
 from dataclasses import fields
+from functools import partial
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 
 from roadvision.components.check_params import check_params
 from roadvision.components.distill import distill
@@ -29,11 +38,13 @@ from roadvision.components.gate import gate
 from roadvision.components.gps_weighting import gps_weighting
 from roadvision.components.ingest import ingest
 from roadvision.components.promote import promote
+from roadvision.components.pseudo_label import keep_student, pseudo_label
 from roadvision.components.register import register
 from roadvision.components.run_params import RunParams
 from roadvision.components.split import split
 from roadvision.components.train import train
 from roadvision.components.validate import validate
+from roadvision.pipelines import _tasks
 from roadvision.pipelines.cluster import ClusterSettings
 
 __all__ = ["PIPELINE_NAME", "build_pipeline", "training_pipeline"]
@@ -47,37 +58,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
     """The ``@dsl.pipeline`` with ``settings`` applied (compiled or run locally as is)."""
     s = settings or ClusterSettings.from_env()
 
-    def pod(task: dsl.PipelineTask, name: str, *, io: bool = False, cache: bool = True):
-        """Settings every step shares: image, display name, Secrets as env vars, caching,
-        and retries with exponential backoff for steps that talk to S3 or MLflow."""
-        task.container_spec.image = s.image
-        task.set_display_name(name)
-        task.set_caching_options(cache)
-        # Which pipeline run a step belongs to (its MLflow parent run), from the pod's label:
-        # an env var, not an input, so that it stays out of the cache key.
-        kubernetes.use_field_path_as_env(task, "KFP_RUN_ID", "metadata.labels['pipeline/runid']")
-        kubernetes.use_secret_as_env(task, s.s3_secret, {
-            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"})
-        kubernetes.use_secret_as_env(task, s.mlflow_secret, {
-            "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
-            "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD"}, optional=True)
-        if io and s.io_retries:
-            task.set_retry(num_retries=s.io_retries, backoff_duration=s.retry_backoff,
-                           backoff_factor=2.0, backoff_max_duration=s.retry_backoff_max)
-        return task
-
-    def gpu(task: dsl.PipelineTask):
-        """GPU steps: accelerator, memory/CPU limits, GPU node pool and its taint."""
-        task.set_accelerator_type(s.accelerator_type)
-        task.set_accelerator_limit(s.accelerator_limit)
-        task.set_memory_limit(s.gpu_memory_limit)
-        task.set_cpu_limit(s.gpu_cpu_limit)
-        for key, value in s.gpu_node_selector.items():
-            kubernetes.add_node_selector(task, label_key=key, label_value=value)
-        if s.gpu_toleration:
-            kubernetes.add_toleration(task, **s.gpu_toleration)
-        return task
+    # the settings every step shares, bound to this pipeline's cluster settings
+    pod, gpu = partial(_tasks.pod, s), partial(_tasks.gpu, s)
 
     @dsl.pipeline(name=PIPELINE_NAME,
                   description="Ingest, split, weight, train an ensemble on GPU nodes, distil, "
@@ -105,6 +87,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
         mlflow_tracking_uri: str = _DEFAULTS.mlflow_tracking_uri,
         s3_endpoint_url: str = _DEFAULTS.s3_endpoint_url,
         seed: int = _DEFAULTS.seed,
+        pseudo_label_pool: str = _DEFAULTS.pseudo_label_pool,
+        pseudo_label_rounds: int = _DEFAULTS.pseudo_label_rounds,
+        distill_unlabelled: str = _DEFAULTS.distill_unlabelled,
     ):
         """Train, evaluate, register and promote a road-infrastructure vision model.
 
@@ -143,6 +128,14 @@ def build_pipeline(settings: ClusterSettings | None = None):
             s3_endpoint_url: MinIO or other S3-compatible endpoint for s3:// data URIs; empty
                 uses AWS S3.
             seed: Random seed of the split, the training and the synthetic data.
+            pseudo_label_pool: Unlabelled images the student learns from through confident
+                pseudo labels: a folder of images, a data set folder, a payload log (folder
+                or s3:// prefix) or synth://TASK?n=N; empty skips pseudo-labelling.
+            pseudo_label_rounds: Pseudo-labelling rounds, each with a higher confidence
+                threshold (0.9 rising to 0.95).
+            distill_unlabelled: Unlabelled images the student also learns from, through the
+                teachers' soft targets only: a folder or synth://TASK?n=N (the generator's
+                every scene family); empty distils on the labelled train split only.
         """
         # every pipeline parameter, for the first step's validation (locals() also holds the
         # closure's helpers, hence the filter)
@@ -173,12 +166,29 @@ def build_pipeline(settings: ClusterSettings | None = None):
 
         student = gpu(pod(distill(teachers=dsl.Collected(teacher.outputs["model"]), data=data,
                                   student_preset=student_preset, model_preset=model_preset,
-                                  **training, **run), "Distil student"))
-        student_eval = pod(evaluate(model=student.outputs["student"], data=data,
-                                    name="evaluate-student", tta=tta, **run), "Evaluate student")
-        analysis = pod(error_analysis(model=student.outputs["student"], data=data, **run),
-                       "Error analysis")
-        registered = pod(register(model=student.outputs["student"],
+                                  unlabelled=distill_unlabelled, **training, **run),
+                          "Distil student"))
+        with dsl.If(pseudo_label_pool != "", name="Pseudo label pool given"):
+            relabelled = gpu(pod(pseudo_label(student=student.outputs["student"], data=data,
+                                              pool=pseudo_label_pool,
+                                              rounds=pseudo_label_rounds,
+                                              s3_endpoint_url=s3_endpoint_url, **training,
+                                              **run), "Pseudo label the pool"))
+        with dsl.Else(name="No pseudo label pool"):
+            kept = pod(keep_student(student=student.outputs["student"]), "Keep the student")
+        # KFP wraps If/Else in a group it names "condition-branches-N" and offers no argument
+        # to name it; the group is the one dsl.OneOf itself reads (task -> branch -> group).
+        kept.parent_task_group.parent_task_group.display_name = "Pseudo labelling"
+        chosen = dsl.importer(artifact_uri=dsl.OneOf(relabelled.outputs["Output"],
+                                                     kept.outputs["Output"]),
+                              artifact_class=dsl.Model, reimport=False)
+        chosen.set_display_name("Model to register")
+        final = chosen.output
+
+        student_eval = pod(evaluate(model=final, data=data, name="evaluate-student", tta=tta,
+                                    **run), "Evaluate student")
+        analysis = pod(error_analysis(model=final, data=data, **run), "Error analysis")
+        registered = pod(register(model=final,
                                   metrics=student_eval.outputs["metrics"], data=data,
                                   report=analysis.outputs["report"],
                                   teacher_headlines=dsl.Collected(teacher_eval.outputs["Output"]),

@@ -9,6 +9,11 @@ without MLflow or KFP. The rule:
   by more than ``slice_tolerance``. Slices smaller than ``min_slice_size`` on either side are
   reported but not judged: a 3-image slice moves by 0.3 on one image and would veto at random.
 - without a champion (the first model): the headline must clear ``absolute_floor``.
+- lanes: a slice carrying ``polyline_f1_1m`` (the mean length-weighted polyline F1 at 1 m over
+  the lane classes, ``roadvision.evaluation.slices``) is judged on it too, with the same
+  ``slice_tolerance`` and ``min_slice_size``, when the champion's slice has the figure; a
+  champion evaluated before vector metrics existed lacks it, and those checks are reported
+  as "not compared" rather than failed (``judge_polyline_f1=False`` turns them off).
 
 The decision carries a one-line ``reason`` naming the metric or slice that decided it (it goes
 into the model version's tags) and renders as a markdown and an HTML report.
@@ -22,12 +27,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["GateConfig", "Check", "GateDecision", "decide", "headline_of", "slice_scores"]
+__all__ = ["GateConfig", "Check", "GateDecision", "decide", "headline_of", "slice_scores",
+           "POLYLINE_KEY"]
 
 SLICE_FIELDS = ("weather", "daytime", "scene", "city")
 # Keys a slice entry may use for its headline value, in order of preference.
 _SLICE_VALUE_KEYS = ("headline", "mcc", "miou_no_bg", "miou_without_background", "miou", "value")
 _SLICE_COUNT_KEYS = ("n", "count", "num_samples", "support", "size")
+#: A lanes slice's polyline figure the gate judges beside its IoU (evaluation/slices.py).
+POLYLINE_KEY = "polyline_f1_1m"
 
 
 @dataclass
@@ -39,6 +47,7 @@ class GateConfig:
     absolute_floor: float = 0.2  # the first model's headline must be at least this
     min_slice_size: int = 20  # slices with fewer test samples (either side) are not judged
     slice_fields: tuple[str, ...] = SLICE_FIELDS
+    judge_polyline_f1: bool = True  # also judge a lanes slice's polyline F1 at 1 m
 
     def validate(self) -> GateConfig:
         from roadvision.errors import UserError
@@ -116,7 +125,9 @@ class GateDecision:
             "",
             f"Rules: headline improves by >= {self.config.min_delta:+.3f}; no slice drops by more "
             f"than {self.config.slice_tolerance:.3f}; slices with < {self.config.min_slice_size} "
-            f"samples are not judged; first model needs >= {self.config.absolute_floor:.3f}.",
+            f"samples are not judged; first model needs >= {self.config.absolute_floor:.3f}."
+            + (" Lanes slices: polyline F1@1m judged likewise where the champion has it."
+               if self.config.judge_polyline_f1 else ""),
             "",
             "| check | challenger | champion / floor | delta | needs | result |",
             "|---|---:|---:|---:|---|---|",
@@ -154,7 +165,9 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 
 def _result(check: Check) -> str:
-    return "skipped" if check.passed is None else ("pass" if check.passed else "FAIL")
+    if check.passed is None:
+        return "not compared" if check.note.startswith("not compared") else "skipped"
+    return "pass" if check.passed else "FAIL"
 
 
 def _number(value: Any) -> float | None:
@@ -169,20 +182,28 @@ def headline_of(metrics: Mapping[str, Any]) -> tuple[str, float | None]:
     return name, _number(metrics.get("headline"))
 
 
-def slice_scores(metrics: Mapping[str, Any], fields: tuple[str, ...] = SLICE_FIELDS
+def slice_scores(metrics: Mapping[str, Any], fields: tuple[str, ...] = SLICE_FIELDS,
+                 value_keys: tuple[str, ...] = _SLICE_VALUE_KEYS
                  ) -> dict[str, tuple[float | None, int | None]]:
     """``{"weather=foggy": (headline value, n)}`` from ``metrics["slices"]``.
 
     Accepts a slice given as a number or as a dict holding its headline under one of a few
-    names and its size under ``n``/``count``/``support``.
+    names (``value_keys``) and its size under ``n``/``count``/``support``. Only a slice that
+    has one of ``value_keys`` is listed when they are not the headline's (a number stands for
+    the headline only).
     """
+    headline = value_keys == _SLICE_VALUE_KEYS
     out: dict[str, tuple[float | None, int | None]] = {}
     slices = metrics.get("slices") or {}
     for fld in fields:
         for value, entry in (slices.get(fld) or {}).items():
             score, n = _number(entry), None
+            if not isinstance(entry, Mapping) and not headline:
+                continue
             if isinstance(entry, Mapping):
-                score = next((_number(entry[k]) for k in _SLICE_VALUE_KEYS if k in entry), None)
+                if not headline and not any(k in entry for k in value_keys):
+                    continue
+                score = next((_number(entry[k]) for k in value_keys if k in entry), None)
                 n = next((int(entry[k]) for k in _SLICE_COUNT_KEYS
                           if _number(entry.get(k)) is not None), None)
             out[f"{fld}={value}"] = (score, n)
@@ -234,20 +255,13 @@ def decide(challenger: Mapping[str, Any], champion: Mapping[str, Any] | None,
 
     ours, theirs = slice_scores(challenger, cfg.slice_fields), slice_scores(champion,
                                                                              cfg.slice_fields)
-    judged = 0
-    for key in sorted(set(ours) | set(theirs)):
-        (s_new, n_new), (s_old, n_old) = ours.get(key, (None, None)), theirs.get(key, (None, None))
-        check = Check("slice", key, s_new, s_old, f"drop <= {cfg.slice_tolerance:.3f}", None,
-                      n=n_new)
-        sizes = [n for n in (n_new, n_old) if n is not None]
-        if s_new is None or s_old is None:
-            check.note = "missing or undefined on one side"
-        elif sizes and min(sizes) < cfg.min_slice_size:
-            check.note = f"fewer than {cfg.min_slice_size} samples"
-        else:
-            check.passed = (s_old - s_new) <= cfg.slice_tolerance + 1e-12
-            judged += 1
-        decision.checks.append(check)
+    judged = _judge_slices(decision, ours, theirs, cfg, "")
+    if cfg.judge_polyline_f1:
+        ours = slice_scores(challenger, cfg.slice_fields, (POLYLINE_KEY,))
+        theirs = slice_scores(champion, cfg.slice_fields, (POLYLINE_KEY,))
+        # an old champion without the figure cannot fail the challenger: not compared
+        judged += _judge_slices(decision, ours, theirs if theirs else None, cfg,
+                                " polyline F1@1m")
 
     failed = decision.failed()
     decision.passed = not failed
@@ -267,3 +281,27 @@ def decide(challenger: Mapping[str, Any], champion: Mapping[str, Any] | None,
                            f">= {cfg.min_delta:+.4f}; no slice drops more than "
                            f"{cfg.slice_tolerance:.4f} ({judged} slices judged)")
     return decision
+
+
+def _judge_slices(decision: GateDecision, ours: dict, theirs: dict | None, cfg: GateConfig,
+                  suffix: str) -> int:
+    """Append one slice check per key of either side; ``theirs=None``: the champion has no
+    such figure at all (each of ours reported, not compared). Returns how many were judged."""
+    judged = 0
+    for key in sorted(set(ours) | set(theirs or {})):
+        s_new, n_new = ours.get(key, (None, None))
+        s_old, n_old = (theirs or {}).get(key, (None, None))
+        check = Check("slice", key + suffix, s_new, s_old,
+                      f"drop <= {cfg.slice_tolerance:.3f}", None, n=n_new)
+        sizes = [n for n in (n_new, n_old) if n is not None]
+        if theirs is None:
+            check.note = "not compared: the champion's evaluation has no such figure"
+        elif s_new is None or s_old is None:
+            check.note = "missing or undefined on one side"
+        elif sizes and min(sizes) < cfg.min_slice_size:
+            check.note = f"fewer than {cfg.min_slice_size} samples"
+        else:
+            check.passed = (s_old - s_new) <= cfg.slice_tolerance + 1e-12
+            judged += 1
+        decision.checks.append(check)
+    return judged

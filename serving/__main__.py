@@ -5,6 +5,7 @@ Examples::
     python -m roadvision.serving --model /mnt/models --model_name roadwork
     python -m roadvision.serving --model roadwork=models:/roadwork@champion \\
         --model lanes=models:/lanes@champion --redis redis://localhost:6379/0
+    python -m roadvision.serving --model roadwork=models:/roadwork@champion --canary-percent 10
 
 Every flag also has an environment variable (see ``roadvision.serving.config``); the model
 defaults to ``ROADVISION_MODEL_URI`` / ``ROADVISION_MODEL_NAME``. KServe's own flags
@@ -23,6 +24,7 @@ from kserve import model_server
 from roadvision.errors import UserError
 
 from . import audit
+from .areas import AreasConfig
 from .auth import Authenticator, RateLimiter, load_api_keys
 from .config import RATELIMIT_OUTAGE_POLICIES, TTA_MODES, ServingConfig
 from .predictor import RoadvisionModel, resolve_bundle
@@ -92,6 +94,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="request GPS in the log: kept, rounded to ~1 km (default) or dropped")
     parser.add_argument("--payload_log_flush_s", type=float, default=None,
                         help="seconds before a partial batch is written (default 60)")
+    parser.add_argument("--canary_percent", "--canary-percent", type=float, default=None,
+                        help="canary: the challenger answers this share of requests, 0..100 "
+                             "(chosen by a hash of the images; default 0 = off)")
+    parser.add_argument("--shadow", dest="canary_shadow", action="store_true", default=None,
+                        help="canary in shadow mode: the challenger answers --canary-percent "
+                             "(default all) of requests in the background; counted and logged, "
+                             "never returned")
+    parser.add_argument("--challenger", action="append", dest="challengers",
+                        metavar="[NAME=]URI", default=None,
+                        help="the challenger of a canary (default: models:/X@challenger for a "
+                             "model served from models:/X@champion; $ROADVISION_CHALLENGER_URI)")
+    parser.add_argument("--canary_shadow_inflight", type=int, default=None,
+                        help="shadow requests in flight at most; more are skipped (counted)")
+    # POST /v1/areas:analyze (serving/areas.py; each flag also has an environment variable)
+    parser.add_argument("--imagery-catalogue", "--imagery_catalogue", action="append",
+                        dest="imagery_catalogues", metavar="CATALOGUE", default=None,
+                        help="imagery catalogue JSON (roadvision imagery index) for analysis by "
+                             "coordinates; repeat for several (enables POST /v1/areas:analyze)")
+    parser.add_argument("--max-area-km2", "--max_area_km2", dest="max_area_km2", type=float,
+                        default=None, help="largest area one request may ask for (default 4)")
+    parser.add_argument("--areas-rate-limit", "--areas_rate_limit", dest="areas_rate_limit",
+                        default=None, help="the areas route's rate-limit profile per key, "
+                                           "e.g. 50/h (the default), 10/min or off")
+    parser.add_argument("--areas-cache-ttl-s", "--areas_cache_ttl_s", dest="areas_cache_ttl_s",
+                        type=int, default=None, help="seconds an area's answer stays cached "
+                                                     "(default 86400; 0 = until evicted)")
+    parser.add_argument("--areas-timeout-s", "--areas_timeout_s", dest="areas_timeout_s",
+                        type=float, default=None, help="deadline of one area (default 300 s)")
     # gRPC is off unless asked for: we serve REST, and a second port only gets in the way.
     parser.set_defaults(enable_grpc=False, model_name=None)
     return parser
@@ -146,16 +176,48 @@ def check_registry(specs: list[tuple[str | None, str]]) -> str | None:
     return check_tracking(parameter="MLFLOW_TRACKING_URI")
 
 
+def challenger_specs(args: argparse.Namespace, names: list[str],
+                     env=os.environ) -> dict[str, str]:
+    """Served name -> challenger URI given with ``--challenger [NAME=]URI`` (a bare URI: the
+    challenger of the only model served)."""
+    raw = args.challengers or ([env["ROADVISION_CHALLENGER_URI"]]
+                               if env.get("ROADVISION_CHALLENGER_URI") else [])
+    out: dict[str, str] = {}
+    for entry in raw:
+        name, sep, uri = entry.partition("=")
+        if not (sep and name and "/" not in name and ":" not in name):
+            if len(names) != 1:
+                raise UserError(f"--challenger {entry}: name the model it challenges "
+                                f"(NAME=URI, one of {names})")
+            name, uri = names[0], entry
+        if name not in names:
+            raise UserError(f"--challenger {entry}: no model {name!r} is served ({names})")
+        out[name] = uri
+    return out
+
+
 def build_models(args: argparse.Namespace, config: ServingConfig,
                  redis: ResilientRedis | None, model_cls=RoadvisionModel) -> list:
-    """Construct and load every model (an unnamed one is served under its task's name)."""
+    """Construct and load every model (an unnamed one is served under its task's name); with
+    a canary, a model with a challenger is served as both arms (``serving/canary.py``)."""
+    from .canary import build_canary, challenger_uri, split_from_config
+
     specs = [(name or name_from_bundle(uri), uri) for name, uri in model_specs(args)]
     names = [name for name, _ in specs]
     if len(names) != len(set(names)):
         raise UserError(f"two models would be served as {names}; name them with NAME=URI")
+    canary = split_from_config(config).active
+    challengers = challenger_specs(args, names) if canary else {}
+    if canary:
+        challengers = {name: challengers.get(name) or challenger_uri(uri)
+                       for name, uri in specs if challengers.get(name) or challenger_uri(uri)}
+        if not challengers:
+            raise UserError("a canary needs a challenger: serve models:/NAME@champion (its "
+                            "challenger is models:/NAME@challenger) or pass --challenger URI")
     models = []
     for name, uri in specs:
-        model = model_cls(name, uri, config, redis)
+        model = (build_canary(name, uri, challengers[name], config, redis, model_cls)
+                 if name in challengers else model_cls(name, uri, config, redis))
         try:
             model.load()
         except UserError as exc:
@@ -186,7 +248,9 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
             forward_workers=args.forward_workers, payload_log_uri=args.payload_log_uri,
             payload_log_sample_rate=args.payload_log_sample_rate,
             payload_log_fields=args.payload_log_fields, payload_log_gps=args.payload_log_gps,
-            payload_log_flush_s=args.payload_log_flush_s,
+            payload_log_flush_s=args.payload_log_flush_s, canary_percent=args.canary_percent,
+            canary_shadow=args.canary_shadow,
+            canary_shadow_inflight=args.canary_shadow_inflight,
         )
         if not 1 <= args.http_port <= 65535:
             raise UserError(f"HTTP port {args.http_port} is not between 1 and 65535")
@@ -200,7 +264,11 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
         limiter = RateLimiter(redis, config.rate_limit_per_min,
                               timeout_s=config.ratelimit_timeout_s,
                               on_outage=config.ratelimit_on_outage)
-        guard = Guard(config, Authenticator(keys), limiter, redis=redis)
+        areas = AreasConfig.from_env(
+            catalogues=tuple(args.imagery_catalogues) if args.imagery_catalogues else None,
+            max_area_km2=args.max_area_km2, rate_limit=args.areas_rate_limit,
+            cache_ttl_s=args.areas_cache_ttl_s, timeout_s=args.areas_timeout_s)
+        guard = Guard(config, Authenticator(keys), limiter, redis=redis, areas=areas)
         check_registry(model_specs(args))
         models = build_models(args, config, redis, model_cls)
     except UserError as exc:
@@ -210,6 +278,10 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
              [m.name for m in models], config.host, args.http_port, "on" if redis else "off",
              "on" if keys else "off", config.rate_limit_per_min or "off",
              "on" if config.allow_model_control else "off")
+    if areas.catalogues:
+        log.info("areas: POST /v1/areas:analyze over %d imagery catalogue(s), at most %g km^2, "
+                 "rate limit %s per key", len(areas.catalogues), areas.max_area_km2,
+                 areas.rate_limit if redis else "off (no Redis)")
     RoadvisionModelServer(
         guard=guard, http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
         enable_grpc=args.enable_grpc, enable_docs_url=args.enable_docs_url,

@@ -8,13 +8,15 @@ Only sha256 digests are kept in memory; a presented key is hashed and compared a
 digest with ``hmac.compare_digest`` (constant time, and no early exit on the first match).
 Clients send ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
-Rate limits: a sliding one-minute window per key id, shared by every replica through Redis.
+Rate limits: a sliding window per key id (one minute unless a limiter is given another window:
+``parse_rate`` reads profiles such as ``50/h``), shared by every replica through Redis.
 One Lua script (atomic on the Redis server, timed by the Redis clock so replicas agree) drops
 the key's admissions older than 60 s from a sorted set, admits the request if fewer than the
 limit remain, and records it. So at most ``limit`` requests are admitted in any 60 s, exactly,
 however many arrive at once (the old ``INCR`` per calendar minute admitted twice the limit
 across a minute boundary). Refused requests are not recorded. Over the limit -> 429 with
-``Retry-After`` = seconds until the oldest admission leaves the window.
+``Retry-After`` = seconds until the oldest admission leaves the window. A named limiter (the
+areas route's ``50/h`` profile) counts in its own Redis keys, apart from the predict routes'.
 
 When Redis is unavailable the policy is explicit (``ServingConfig.ratelimit_on_outage``):
 ``open`` (the default) lets the request through unchecked and counts it in
@@ -154,6 +156,27 @@ return {0, tonumber(oldest[2]) + window - now}
 
 OUTAGE_POLICIES = ("open", "closed")
 WINDOW_S = 60
+#: Units a rate profile may use (``50/h``), in seconds.
+RATE_UNITS = {"s": 1, "sec": 1, "min": 60, "h": 3600, "hour": 3600, "d": 86400,
+              "day": 86400}
+_WINDOW_NAMES = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+
+
+def parse_rate(text: str, what: str = "rate limit") -> tuple[int, int]:
+    """``"50/h"`` -> (50, 3600): requests per window; ``"off"`` or ``"0"`` -> (0, 3600)."""
+    raw = str(text).strip().lower()
+    if raw in ("off", "none", "0", ""):
+        return 0, 3600
+    count, sep, unit = raw.partition("/")
+    if not sep or not count.isdigit() or unit not in RATE_UNITS:
+        raise UserError(f"{what} {text!r}: expected COUNT/UNIT, e.g. 50/h (units: "
+                        f"{', '.join(sorted(set(RATE_UNITS)))}) or off")
+    return int(count), RATE_UNITS[unit]
+
+
+def describe_window(window_s: int) -> str:
+    """``3600`` -> ``"hour"``; other windows in seconds."""
+    return _WINDOW_NAMES.get(window_s, f"{window_s} s")
 
 
 class RateLimiter:
@@ -161,15 +184,19 @@ class RateLimiter:
 
     Args:
         redis: the shared resilient client, or None.
-        limit_per_min: the server-wide limit (a key may carry its own).
+        limit_per_min: the server-wide limit per window (a key may carry its own); per minute
+            unless ``window_s`` says otherwise.
         timeout_s: deadline for one check. Longer than the cache's: a check that times out
             falls under the outage policy, so it must not time out merely because a burst
             keeps the event loop busy.
         on_outage: ``open`` or ``closed`` (see the module docstring).
+        window_s: the sliding window's length (``parse_rate`` reads ``50/h``).
+        name: the Redis key space; limiters with different names count apart.
     """
 
     def __init__(self, redis: ResilientRedis | None, limit_per_min: int, *,
-                 timeout_s: float = 1.0, on_outage: str = "open") -> None:
+                 timeout_s: float = 1.0, on_outage: str = "open", window_s: int = WINDOW_S,
+                 name: str = "sw") -> None:
         if on_outage not in OUTAGE_POLICIES:
             raise UserError(f"rate limit outage policy {on_outage!r} is not one of "
                             f"{OUTAGE_POLICIES}")
@@ -177,6 +204,8 @@ class RateLimiter:
         self.limit = limit_per_min
         self.timeout_s = timeout_s
         self.on_outage = on_outage
+        self.window_s = window_s
+        self.name = name
         self._script = None
 
     @property
@@ -189,13 +218,14 @@ class RateLimiter:
         limit = self.limit if limit is None else limit
         if self.redis is None or limit <= 0:
             return
-        redis_key = f"rv:rl:sw:{key_id}"
+        redis_key = f"rv:rl:{self.name}:{key_id}"
         member = uuid.uuid4().hex
 
         async def _admit(client):
             if self._script is None:
                 self._script = client.register_script(SLIDING_WINDOW_LUA)
-            return await self._script(keys=[redis_key], args=[WINDOW_S * 1000, limit, member])
+            return await self._script(keys=[redis_key],
+                                      args=[self.window_s * 1000, limit, member])
 
         try:
             admitted, wait_ms = await self.redis.call(_admit, timeout_s=self.timeout_s)
@@ -205,4 +235,10 @@ class RateLimiter:
                 raise RateLimiterUnavailable() from None
             return
         if not int(admitted):
-            raise RateLimited(max(1, -(-int(wait_ms) // 1000)), limit)
+            exc = RateLimited(max(1, -(-int(wait_ms) // 1000)), limit)
+            if self.window_s != WINDOW_S:  # RateLimited's message says "per minute"
+                exc.message = (f"rate limit of {limit} requests per "
+                               f"{describe_window(self.window_s)} ({self.name}) exceeded; "
+                               f"retry after {exc.retry_after_s} s")
+                exc.args = (exc.message,)
+            raise exc

@@ -52,6 +52,12 @@ class ServingConfig:
     payload_log_gps: str = "round"  # ROADVISION_PAYLOAD_LOG_GPS; keep, round (~1 km) or drop
     payload_log_queue_size: int = 1024  # ROADVISION_PAYLOAD_LOG_QUEUE_SIZE; more are dropped
     payload_log_flush_s: float = 60.0  # ROADVISION_PAYLOAD_LOG_FLUSH_S; partial batch written
+    canary_percent: float = 0.0  # ROADVISION_CANARY_PERCENT; the challenger's share of requests,
+    # 0..100 (serving/canary.py); with canary_shadow the share mirrored to it (0 = all)
+    canary_shadow: bool = False  # ROADVISION_CANARY_SHADOW; the challenger answers in the
+    # background only: counted and logged, never returned
+    canary_shadow_inflight: int = 32  # ROADVISION_CANARY_SHADOW_INFLIGHT; mirrors in flight,
+    # more are skipped (counted) so that a slow challenger never piles up work
 
     def __post_init__(self) -> None:
         if self.redis_url is not None and self.redis_url.strip().lower() in NO_REDIS:
@@ -64,8 +70,10 @@ class ServingConfig:
         if self.ratelimit_on_outage not in RATELIMIT_OUTAGE_POLICIES:
             raise UserError(f"rate limit outage policy {self.ratelimit_on_outage!r} is not one "
                             f"of {RATELIMIT_OUTAGE_POLICIES}")
+        if not 0.0 <= self.canary_percent <= 100.0:
+            raise UserError(f"canary_percent must be in [0, 100], got {self.canary_percent:g}")
         for name in ("max_batch_size", "max_body_bytes", "max_pixels", "max_instances",
-                     "redis_pool_size", "max_windows"):
+                     "redis_pool_size", "max_windows", "canary_shadow_inflight"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_batch_wait_ms", "cache_ttl_s", "rate_limit_per_min",
@@ -117,13 +125,16 @@ ENV_VARS = {
     "payload_log_gps": "ROADVISION_PAYLOAD_LOG_GPS",
     "payload_log_queue_size": "ROADVISION_PAYLOAD_LOG_QUEUE_SIZE",
     "payload_log_flush_s": "ROADVISION_PAYLOAD_LOG_FLUSH_S",
+    "canary_percent": "ROADVISION_CANARY_PERCENT",
+    "canary_shadow": "ROADVISION_CANARY_SHADOW",
+    "canary_shadow_inflight": "ROADVISION_CANARY_SHADOW_INFLIGHT",
 }
 
 _FLOATS = {"max_batch_wait_ms", "redis_timeout_s", "ratelimit_timeout_s", "request_timeout_s",
-           "payload_log_sample_rate", "payload_log_flush_s"}
+           "payload_log_sample_rate", "payload_log_flush_s", "canary_percent"}
 _STRINGS = {"redis_url", "api_keys_file", "max_tta", "device", "ratelimit_on_outage", "host",
             "payload_log_uri", "payload_log_fields", "payload_log_gps"}
-_BOOLS = {"allow_model_control"}
+_BOOLS = {"allow_model_control", "canary_shadow"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 

@@ -84,3 +84,85 @@ def set_model_info(model: str, version: str, task: str, *, registry_name: str = 
             MODEL_INFO.remove(*labels)
     MODEL_INFO.labels(model=model, version=version, task=task, registry_name=registry_name,
                       registry_version=registry_version, alias=alias).set(1)
+
+
+# -- canary and shadow (serving/canary.py): one served name, two arms --------------------------
+#: Labels stay few: ``arm`` is champion or challenger, ``outcome`` ok, rejected or error.
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+CANARY_REQUESTS = Counter(
+    "roadvision_canary_requests_total",
+    "Requests each arm answered (shadow: mirrored to the challenger), by outcome: ok, rejected "
+    "(4xx) or error (5xx, deadline).", ["model", "arm", "outcome"],
+)
+CANARY_LATENCY = Histogram(
+    "roadvision_canary_latency_seconds", "Time each arm took for a request, parse to answer.",
+    ["model", "arm"], buckets=LATENCY_BUCKETS,
+)
+CANARY_SCORE = Histogram(
+    "roadvision_canary_score", "Roadwork probability each arm answered, per instance.",
+    ["model", "arm"], buckets=SCORE_BUCKETS,
+)
+CANARY_POSITIVES = Counter(
+    "roadvision_canary_positive_instances_total",
+    "Instances each arm labelled roadwork (label 1).", ["model", "arm"],
+)
+CANARY_AGREEMENT = Counter(
+    "roadvision_canary_agreement_total",
+    "Shadow mode: instances both arms answered, by whether the answers agree (roadwork: same "
+    "label; lanes: class shares within 0.05 total variation).", ["model", "result"],
+)
+CANARY_SHADOW_SKIPPED = Counter(
+    "roadvision_canary_shadow_skipped_total",
+    "Requests not mirrored to the challenger because too many mirrors were in flight.",
+    ["model"],
+)
+CANARY_ARM_INFO = Gauge(
+    "roadvision_canary_arm_info",
+    "The version each arm serves (bundle hash, MLflow registry name and version); value 1.",
+    ["model", "arm", "version", "registry_name", "registry_version"],
+)
+CANARY_PERCENT = Gauge(
+    "roadvision_canary_challenger_percent",
+    "Share of requests the challenger answers (mode split) or is sent as a shadow (mode "
+    "shadow); 0 while no challenger is loaded.", ["model", "mode"],
+)
+
+CANARY_METRIC_NAMES = (
+    "roadvision_canary_requests_total",
+    "roadvision_canary_latency_seconds",
+    "roadvision_canary_score",
+    "roadvision_canary_positive_instances_total",
+    "roadvision_canary_agreement_total",
+    "roadvision_canary_shadow_skipped_total",
+    "roadvision_canary_arm_info",
+    "roadvision_canary_challenger_percent",
+)
+
+
+def set_arm_info(model: str, arm: str, version: str, *, registry_name: str = "",
+                 registry_version: str = "") -> None:
+    """Publish the version ``arm`` serves; drops that arm's previous series after a reload."""
+    clear_arm_info(model, arm)
+    CANARY_ARM_INFO.labels(model=model, arm=arm, version=version, registry_name=registry_name,
+                           registry_version=registry_version).set(1)
+
+
+def clear_arm_info(model: str, arm: str) -> None:
+    """No series for ``arm`` (its version failed to load, or it is no longer served)."""
+    for labels in list(CANARY_ARM_INFO._metrics):  # noqa: SLF001 - prometheus_client has no public API
+        if labels[0] == model and labels[1] == arm:
+            CANARY_ARM_INFO.remove(*labels)
+
+
+def reset_arm(model: str, arm: str) -> None:
+    """Drop ``arm``'s request, latency and score series and the model's agreement counts: a
+    new version starts from zero, so that no figure mixes two versions (Prometheus' ``rate``
+    reads a vanished series as a counter reset)."""
+    for metric in (CANARY_REQUESTS, CANARY_LATENCY, CANARY_SCORE, CANARY_POSITIVES):
+        for labels in list(metric._metrics):  # noqa: SLF001 - prometheus_client has no public API
+            if labels[0] == model and labels[1] == arm:
+                metric.remove(*labels)
+    for labels in list(CANARY_AGREEMENT._metrics):  # noqa: SLF001
+        if labels[0] == model:
+            CANARY_AGREEMENT.remove(*labels)

@@ -16,6 +16,12 @@ roadvision inference API (KServe ModelServer).
   (raw bytes through the binary tensor extension, or base64 strings in JSON), an optional BYTES
   input `metadata` (one JSON object per image) and an optional request parameter `tta`.
 
+* **areas**: `POST /v1/areas:analyze` with JSON `{"bbox": [min_lon, min_lat, max_lon, max_lat]}`
+  or `{"geometry": <GeoJSON Polygon/MultiPolygon>}` (WGS84), optional `date`, `classes`,
+  `format` (`geojson` or `gpkg`): the lane markings there, from the server's imagery catalogues,
+  as a GeoJSON FeatureCollection or a GeoPackage download (needs a lanes model and
+  `--imagery-catalogue`).
+
 Images: JPEG, PNG or WebP. TTA: `none`, `flip` or `full`, up to the server's limit. When API
 keys are enabled, send `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors are JSON
 `{"error": "<message>", "code": "<code>"}` with status 400, 401, 404, 413 (body, pixels or
@@ -166,6 +172,95 @@ V2_OPENAPI = {
                                "mask_png_b64 (BYTES), class_shares (FP32 [N, C]), cached (BOOL); "
                                "model_version and parameters.tta set"},
         **_ERRORS,
+    },
+}
+
+
+# --------------------------------------------------------------------------- areas
+_LON = {"type": "number", "minimum": -180, "maximum": 180}
+_LAT = {"type": "number", "minimum": -90, "maximum": 90}
+
+AREAS_REQUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "exactly one of bbox or geometry, in WGS84 (longitude first)",
+    "properties": {
+        "bbox": {"type": "array", "minItems": 4, "maxItems": 4,
+                 "items": {"type": "number"}, "example": [13.4049, 52.52, 13.4062, 52.5208],
+                 "description": "[min_lon, min_lat, max_lon, max_lat]; min below max"},
+        "geometry": {"type": "object", "required": ["type", "coordinates"],
+                     "description": "a valid GeoJSON Polygon or MultiPolygon",
+                     "properties": {"type": {"type": "string",
+                                             "enum": ["Polygon", "MultiPolygon"]},
+                                    "coordinates": {"type": "array"}}},
+        "date": {"type": "string", "format": "date",
+                 "description": "use imagery acquired on or before this day"},
+        "classes": {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": "lane classes to keep (default all of the model's)",
+                    "example": ["white_solid", "white_dashed"]},
+        "format": {"type": "string", "enum": ["geojson", "gpkg"], "default": "geojson"},
+        "model": {"type": "string", "description": "the lanes model, when several are served"},
+        "allow_partial": {"type": "boolean", "default": False,
+                          "description": "map the covered part when imagery covers the area "
+                                         "only in part (else 422)"},
+    },
+}
+
+AREA_FEATURE_PROPERTIES = {
+    "id": {"type": "integer"}, "class": {"type": "string"},
+    "length_m": {"type": "number"}, "width_m": {"type": "number"},
+    "confidence": {"type": "number"}, "wear": {"type": "number", "minimum": 0, "maximum": 1},
+    "dash_count": {"type": "integer"}, "paint_ratio": {"type": "number"},
+    "model": {"type": "string"}, "model_version": {"type": "string"},
+    "imagery_id": {"type": "string"}, "imagery_date": {"type": ["string", "null"]},
+    # crosswalks, arrows, other markings (12 classes) instead of the line measures
+    "area_m2": {"type": "number"}, "stripe_count": {"type": "integer"},
+    "orientation_deg": {"type": "number"},
+}
+
+AREAS_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": ["FeatureCollection"]},
+        "roadvision": {"type": "object", "description": "the request's facts", "properties": {
+            "model": {"type": "object"}, "model_version": {"type": "string"},
+            "imagery": {"type": "array", "items": {"type": "object"}},
+            "area_km2": {"type": "number"}, "coverage": {"type": "number"},
+            "gsd_m": {"type": "number"}, "classes": {"type": "array"},
+            "cached": {"type": "boolean"}}},
+        "features": {"type": "array", "items": {"type": "object", "properties": {
+            "type": {"type": "string"}, "id": {"type": "integer"},
+            "geometry": {"type": "object", "description": "lines: LineString or "
+                         "MultiLineString; 12 classes: crosswalks and other markings Polygon, "
+                         "arrows Point"},
+            "properties": {"type": "object", "properties": AREA_FEATURE_PROPERTIES}}}},
+    },
+}
+
+AREAS_OPENAPI = {
+    "requestBody": {"required": True,
+                    "content": {"application/json": {"schema": AREAS_REQUEST}}},
+    "responses": {
+        "200": {"description": "the lane markings in the area (lines clipped at its edge, "
+                               "discrete markings whole); headers x-roadvision-cache, "
+                               "x-roadvision-imagery, x-roadvision-model-version",
+                "content": {"application/geo+json": {"schema": AREAS_RESPONSE},
+                            "application/geopackage+sqlite3": {
+                                "schema": {"type": "string", "format": "binary"}}}},
+        **{str(status): {"description": text,
+                         "content": {"application/json": {"schema": ERROR}}}
+           for status, text in (
+               (400, "the body is not a JSON object"),
+               (401, "missing or unknown API key"),
+               (404, "no imagery covers the area; or no lanes model / catalogue configured"),
+               (413, "the area exceeds the server's limit (--max-area-km2)"),
+               (422, "bbox out of range, inverted or degenerate; invalid polygon; unknown "
+                     "class, format or field; imagery covers the area only in part"),
+               (429, "the route's rate-limit profile exceeded (see Retry-After)"),
+               (503, "model not ready, a catalogued raster unreadable, or the rate limiter "
+                     "unavailable (policy closed)"),
+               (504, "the area took longer than the areas deadline"),
+           )},
     },
 }
 

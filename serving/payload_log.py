@@ -44,6 +44,10 @@ from roadvision.monitoring.records import (
 
 log = logging.getLogger("roadvision.serving")
 
+#: The record's columns plus ``arm``: champion or challenger when a canary answered
+#: (``serving/canary.py``), null otherwise.
+LOG_COLUMNS = (*COLUMNS, "arm")
+
 LOGGED = Counter("roadvision_payload_log_records_total",
                  "Instances written to the payload log.", ["model"])
 DROPPED = Counter("roadvision_payload_log_dropped_total",
@@ -88,9 +92,11 @@ class PayloadLogger:
                                         daemon=True)
         self._thread.start()
 
-    def offer(self, job: Any, latency_s: float) -> bool:
-        """Queue ``job`` (a predictor ``Job``) if sampled; True if queued. Never blocks."""
-        if self._random.random() >= self.cfg.sample_rate:
+    def offer(self, job: Any, latency_s: float, *, sampled: bool | None = None) -> bool:
+        """Queue ``job`` (a predictor ``Job``) if sampled; True if queued. Never blocks.
+        ``sampled``: the caller's own sampling decision (a canary logs both arms of a request
+        or neither)."""
+        if not (self._random.random() < self.cfg.sample_rate if sampled is None else sampled):
             return False
         try:
             self._queue.put_nowait((time.time(), job, latency_s))
@@ -130,18 +136,18 @@ class PayloadLogger:
     def _rows(self, ts: float, job: Any, latency_s: float) -> list[dict[str, Any]]:
         fields = self.cfg.fields
         identity = job.loaded.identity
-        request_id = (job.request.id if job.request is not None and job.request.id
-                      else uuid.uuid4().hex)
+        request_id = getattr(job, "request_id", None) or (
+            job.request.id if job.request is not None and job.request.id else uuid.uuid4().hex)
         rows = []
         for index, item in enumerate(job.items):
             image, result = item.instance.image, item.result or {}
-            row = dict.fromkeys(COLUMNS)
+            row = dict.fromkeys(LOG_COLUMNS)
             row.update(
                 ts=ts, request_id=request_id, instance=index, model=self.model,
                 model_version=job.loaded.version, task=job.loaded.task, protocol=job.protocol,
                 tta=item.instance.tta, image_sha256=hashlib.sha256(image).hexdigest(),
                 image_bytes=len(image), cached=item.cached, cache_state=job.cache_state,
-                latency_ms=round(latency_s * 1000.0, 3))
+                latency_ms=round(latency_s * 1000.0, 3), arm=getattr(job, "arm", None))
             if identity is not None:
                 row.update(registry_name=identity.registry_name,
                            registry_version=identity.registry_version,
@@ -186,7 +192,7 @@ def _schema():
     types = {"ts": pa.float64(), "instance": pa.int32(), "image_bytes": pa.int64(),
              "image": pa.binary(), "probability": pa.float64(), "label": pa.int8(),
              "cached": pa.bool_(), "latency_ms": pa.float64()}
-    return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
+    return pa.schema([(name, types.get(name, pa.string())) for name in LOG_COLUMNS])
 
 
 _SCHEMA = _schema()

@@ -208,6 +208,8 @@ class Job:
     tta: str = "none"
     stats: dict[str, int] = field(default_factory=dict)
     started: float = 0.0  # perf_counter() when preprocess began (the payload log's latency)
+    arm: str | None = None  # champion or challenger when a canary serves it (serving/canary.py)
+    request_id: str | None = None  # set by a canary: both arms' log rows share it
 
 
 class RoadvisionModel(Model):
@@ -218,12 +220,15 @@ class RoadvisionModel(Model):
         model_uri: bundle directory or ``models:/NAME@ALIAS``.
         config: server limits and switches.
         redis: shared Redis client for the cache (None: no cache).
+        arm: ``champion`` or ``challenger`` when this is one arm of a canary
+            (``serving/canary.py``), which publishes the arm's version and readiness itself.
     """
 
     def __init__(self, name: str, model_uri: str, config: ServingConfig | None = None,
-                 redis: ResilientRedis | None = None) -> None:
+                 redis: ResilientRedis | None = None, arm: str | None = None) -> None:
         super().__init__(name, return_response_headers=True)
         self.model_uri = model_uri
+        self.arm = arm
         self.config = config or ServingConfig()
         self.cache = PredictionCache(
             redis, name, ttl_s=self.config.cache_ttl_s,
@@ -231,7 +236,13 @@ class RoadvisionModel(Model):
         )
         self.loaded: LoadedModel | None = None
         self.payload_log = payload_logger(self.config, name)  # None unless configured
-        metrics.MODEL_READY.labels(name).set(0)
+        if not self._challenger:
+            metrics.MODEL_READY.labels(name).set(0)
+
+    @property
+    def _challenger(self) -> bool:
+        """A canary's challenger: the served name's info and readiness are the champion's."""
+        return self.arm == "challenger"
 
     # --- load -----------------------------------------------------------------------------
 
@@ -268,11 +279,12 @@ class RoadvisionModel(Model):
         previous, self.loaded = self.loaded, loaded
         if previous is not None:
             previous.batcher.close(graceful=True)
-        metrics.set_model_info(self.name, loaded.version, loaded.task,
-                               registry_name=identity.registry_name or "",
-                               registry_version=identity.registry_version or "",
-                               alias=identity.registry_alias or "")
-        metrics.MODEL_READY.labels(self.name).set(1)
+        if not self._challenger:
+            metrics.set_model_info(self.name, loaded.version, loaded.task,
+                                   registry_name=identity.registry_name or "",
+                                   registry_version=identity.registry_version or "",
+                                   alias=identity.registry_alias or "")
+            metrics.MODEL_READY.labels(self.name).set(1)
         log.info("model %s: loaded %s bundle %s (registry: %s) from %s; forward: %r", self.name,
                  loaded.task, loaded.version, _registry_label(loaded.identity), path, runner)
         self.ready = True
@@ -311,7 +323,8 @@ class RoadvisionModel(Model):
 
     def stop(self) -> None:
         super().stop()
-        metrics.MODEL_READY.labels(self.name).set(0)
+        if not self._challenger:
+            metrics.MODEL_READY.labels(self.name).set(0)
         if self.loaded is not None:
             self.loaded.batcher.close(graceful=False)
         if self.payload_log is not None:

@@ -42,6 +42,7 @@ from kserve import errors as kerrors
 from kserve.model_repository import ModelRepository
 
 from . import audit, metrics
+from .areas import AREAS_PATH, AreaRoutes
 from .auth import Authenticator, RateLimiter
 from .config import ServingConfig
 from .errors import (
@@ -55,7 +56,7 @@ from .errors import (
     ServingError,
 )
 from .kserve_seam import SingleProcessModelServer
-from .openapi import DESCRIPTION, V1_OPENAPI, V2_OPENAPI, add_docs_routes
+from .openapi import AREAS_OPENAPI, DESCRIPTION, V1_OPENAPI, V2_OPENAPI, add_docs_routes
 from .predictor import CACHE_HEADER, VERSION_HEADER
 from .v2codec import decode_request
 
@@ -84,11 +85,12 @@ class Guard:
     """Per-server safety settings shared by the routes and the middleware."""
 
     def __init__(self, config: ServingConfig, auth: Authenticator, limiter: RateLimiter,
-                 redis=None) -> None:
+                 redis=None, areas=None) -> None:
         self.config = config
         self.auth = auth
         self.limiter = limiter
         self.redis = redis  # the shared client (cache + limiter), warmed at start
+        self.areas = areas  # areas.AreasConfig of POST /v1/areas:analyze (None: not set up)
 
 
 def _content_length(request_headers: Any) -> int | None:
@@ -401,6 +403,11 @@ class ServerHooks:
         ours = app.router.routes[-3:]
         # /docs: Swagger UI from local files (KServe's, with --enable_docs_url, loads a CDN's)
         ours += add_docs_routes(app)
+        # POST /v1/areas:analyze: analysis by coordinates, next to predict (serving/areas.py)
+        areas = AreaRoutes(dataplane, self.guard, self.guard.areas)
+        app.add_api_route(AREAS_PATH, areas.analyze, methods=["POST"], response_model=None,
+                          summary="Analyse an area (WGS84 bbox or polygon): lane-marking "
+                                  "vectors", openapi_extra=AREAS_OPENAPI, tags=["roadvision"])
         # Ours come first, so they win; the seam drops KServe's routes of the same path and
         # method so that the OpenAPI document describes one operation per path.
         return ours

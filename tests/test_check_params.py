@@ -78,3 +78,26 @@ def test_the_compiled_pipeline_gives_every_task_kfp_run_id():
     for name, spec in executors.items():
         env = {e["name"]: e["fieldPath"] for e in spec.get("fieldPathAsEnv", [])}
         assert env.get("KFP_RUN_ID") == "metadata.labels['pipeline/runid']", name
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"pseudo_label_pool": "synth://lanes?n=40"}, "generates 'lanes' data"),
+    ({"pseudo_label_pool": "synth://roadwork?n=2"}, "out of range"),
+    ({"pseudo_label_pool": "ftp://pool"}, "unsupported scheme"),
+    ({"pseudo_label_pool": "s3://"}, "names no bucket"),
+    ({"pseudo_label_pool": "/definitely/not/a/pool"}, "does not exist"),
+    ({"pseudo_label_rounds": 0}, "out of range"),
+])
+def test_pseudo_label_parameters_fail_early_naming_the_parameter(params, changes, message):
+    name = next(iter(changes))
+    with pytest.raises(UserError, match=f"^{name}: .*{message}"):
+        run_check_params({**params, **changes}, check_mlflow=False)
+
+
+def test_the_pseudo_label_branch_is_off_by_default(params, tmp_path):
+    assert RunParams().pseudo_label_pool == "" and RunParams().pseudo_label_rounds == 2
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for uri in ("", str(pool), "s3://bucket/payloads", "synth://roadwork?n=8&size=tiny"):
+        assert run_check_params({**params, "pseudo_label_pool": uri},
+                                check_mlflow=False) == [0, 1]

@@ -404,3 +404,46 @@ def test_chart_readme_documents_every_value():
     walk(yaml.compose((CHART / "values.yaml").read_text()), [])
     assert "predictor.gpu.count" in keys and "redis.maxMemory" in keys
     assert [k for k in keys if f"| `{k}` |" not in readme] == []
+
+
+# -- canary (issue 15) ------------------------------------------------------------------------
+def test_no_canary_by_default(rendered):
+    for name in VALUE_SETS:
+        predictor = find(rendered[name], "InferenceService")["spec"]["predictor"]
+        assert "canaryTrafficPercent" not in predictor
+        assert not [k for k in _predictor_env(rendered[name]) if "CANARY" in k]
+
+
+def test_knative_canary_sets_canary_traffic_percent():
+    objects = render_chart({"canary": {"percent": 10},
+                            "predictor": {"deploymentMode": "Knative"}})
+    for obj in objects:
+        validate_object(obj)
+    predictor = find(objects, "InferenceService")["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 10
+    assert "ROADVISION_CANARY_PERCENT" not in _predictor_env(objects)  # KServe splits, not us
+
+
+def test_standard_canary_has_the_predictor_split_or_shadow():
+    objects = render_chart({"canary": {"percent": 20}})
+    env = _predictor_env(objects)
+    assert env["ROADVISION_CANARY_PERCENT"] == "20"
+    assert env["ROADVISION_CANARY_SHADOW"] == "false"
+    assert "canaryTrafficPercent" not in find(objects, "InferenceService")["spec"]["predictor"]
+    shadow = _predictor_env(render_chart({"canary": {"shadow": True,
+                                                     "challengerUri": "models:/rw/7"}}))
+    assert shadow["ROADVISION_CANARY_SHADOW"] == "true"
+    assert shadow["ROADVISION_CHALLENGER_URI"] == "models:/rw/7"
+    assert "ROADVISION_CANARY_PERCENT" not in shadow  # every request mirrored
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"canary": {"shadow": True}, "predictor": {"deploymentMode": "Knative"}},
+     "canary.shadow needs predictor.deploymentMode Standard"),
+    ({"canary": {"percent": 5}, "model": {"storageUri": "s3://models/rw/3"}},
+     "canary.challengerUri is required with model.storageUri"),
+    ({"canary": {"percent": 150}}, "maximum"),
+])
+def test_canary_values_that_cannot_work_fail_the_render(values, message):
+    with pytest.raises(Exception, match=message):
+        render_chart(values)

@@ -236,6 +236,22 @@ def test_drift_alerts_are_off_by_default_and_promtool_accepts_them(tmp_path):
 def test_a_drift_figure_fires_the_alert_in_a_real_prometheus(tmp_path):
     """The textfile the check writes, served as a scrape target (as a node exporter's textfile
     collector or a Pushgateway serves it), fires RoadvisionInputDrift in a real Prometheus."""
+    from roadvision.monitoring.prometheus import write_textfile
+
+    rng = np.random.default_rng(0)
+    ref = {"embeddings": rng.normal(size=(30, 4)), "stats": rng.normal(size=(30, 3)),
+           "probability": rng.random(30), "label": np.zeros(30), "class_shares": {}}
+    cur = {**ref, "embeddings": rng.normal(2.0, 1.0, size=(30, 4))}
+    result = compare(ref, cur, permutations=99)
+    assert result.drifted
+    write_textfile(result, "roadwork", tmp_path / "metrics.prom")
+    alert = drift_alert_fired(tmp_path / "metrics.prom", tmp_path / "prometheus")
+    assert alert["labels"]["model"] == "roadwork"
+
+
+def drift_alert_fired(textfile: Path, work: Path) -> dict:
+    """The firing RoadvisionInputDrift alert of a real Prometheus that scrapes ``textfile``
+    (served over HTTP on loopback) with the chart's drift rules; fails if none fires."""
     import functools
     import http.server
     import shutil
@@ -244,24 +260,17 @@ def test_a_drift_figure_fires_the_alert_in_a_real_prometheus(tmp_path):
     from _deploy import prometheus_rule_file
     from test_prometheus import _poll, _start_prometheus, _stop
 
-    from roadvision.monitoring.prometheus import write_textfile
     from tests.conftest import wait_for_port
 
     if shutil.which("prometheus") is None:
         pytest.skip("prometheus is not installed (scripts/system-deps.sh installs it)")
-    rng = np.random.default_rng(0)
-    ref = {"embeddings": rng.normal(size=(30, 4)), "stats": rng.normal(size=(30, 3)),
-           "probability": rng.random(30), "label": np.zeros(30), "class_shares": {}}
-    cur = {**ref, "embeddings": rng.normal(2.0, 1.0, size=(30, 4))}
-    result = compare(ref, cur, permutations=99)
-    assert result.drifted
-    served = tmp_path / "served"
-    served.mkdir()
-    write_textfile(result, "roadwork", served / "metrics")
+    served = work / "served"
+    served.mkdir(parents=True)
+    shutil.copyfile(textfile, served / "metrics")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    proc, port = _start_prometheus(tmp_path, [f"127.0.0.1:{httpd.server_port}"],
+    proc, port = _start_prometheus(work, [f"127.0.0.1:{httpd.server_port}"],
                                    prometheus_rule_file(_drift_rule()))
     try:
         wait_for_port(port, timeout=30)
@@ -273,7 +282,7 @@ def test_a_drift_figure_fires_the_alert_in_a_real_prometheus(tmp_path):
                     and a["state"] == "firing"]
 
         (alert,) = _poll(firing, timeout=60)
-        assert alert["labels"]["model"] == "roadwork"
+        return alert
     finally:
         _stop(proc)
         httpd.shutdown()

@@ -143,3 +143,54 @@ def test_shuffled_labels_score_mcc_near_zero_while_real_labels_are_learnt(tmp_pa
     bundle = train(real, tmp_path / "run_real", cfg).bundle_dir
     calibrate(bundle, real, split="val")
     assert evaluate(bundle, real, split="test")["headline"] > 0.5
+
+
+def test_segmentation_slices_carry_polyline_f1_summed_per_slice():
+    """Two images in two cities: a perfect prediction and an empty one. Each city's slice
+    scores its own image (F1 1 and 0), the split sums both (recall 1/2), from one tracing."""
+    from roadvision.evaluation.slices import segmentation_slices
+    from roadvision.evaluation.vector_metrics import image_vector_lengths
+    from roadvision.metrics import seg_confusion
+
+    classes = ["background", "white_solid", "white_dashed", "yellow_solid"]
+    truth = np.zeros((64, 64), np.uint8)
+    truth[30:32, 4:60] = 1  # a 5.6 m white solid line at 0.1 m/px
+    pairs = [(truth, truth.copy()), (truth, np.zeros_like(truth))]
+    vectors = image_vector_lengths(pairs, classes, {"extra": {"gsd_m": 0.1}})
+    df = pd.DataFrame({"city": ["berlin", "paris"]})
+    cms = np.stack([seg_confusion(t, p, 4) for t, p in pairs])
+    slices = segmentation_slices(df, cms, classes, fields=["city"], vectors=vectors)
+    berlin, paris = slices["city"]["berlin"], slices["city"]["paris"]
+    assert berlin["polyline_f1"]["white_solid"] == {"0.5m": 1.0, "1m": 1.0}
+    assert paris["polyline_f1"]["white_solid"]["1m"] == 0.0
+    assert berlin["polyline_f1_1m"] == 1.0 and paris["polyline_f1_1m"] == 0.0
+    assert berlin["polyline_f1"]["white_dashed"]["1m"] is None  # no such line on either side
+    assert berlin["per_class_iou"]["white_solid"] == 1.0  # IoU still beside it
+    total = vectors.summary()["per_class"]["white_solid"]
+    assert total["1m"]["recall"] == pytest.approx(0.5) and total["1m"]["precision"] == 1.0
+    one = vectors.per_image[0]["white_solid"]["true"]
+    assert 5.0 < one < 6.0 and total["true_length_m"] == pytest.approx(2 * one, abs=1e-3)
+    # without vectors the entry is as before
+    assert "polyline_f1" not in segmentation_slices(df, cms, classes, ["city"])["city"]["paris"]
+
+
+def test_lanes_evaluate_slices_gain_polyline_f1_and_keys_stay(tmp_path):
+    from roadvision.models import create_model
+    from roadvision.models.bundle import save_bundle
+
+    data = make_lanes(tmp_path / "data", n=6, size=64)
+    save_bundle(create_model("lanes_tiny"), tmp_path / "bundle")
+    res = evaluate(tmp_path / "bundle", data, split=None)
+    assert {"headline", "metrics", "slices", "vector_metrics", "n"} <= set(res)
+    assert set(res["vector_metrics"]) == {"truth", "gsd_m", "gsd_assumed", "per_class"}
+    for entries in res["slices"].values():
+        for entry in entries.values():
+            assert {"n", "miou_no_bg", "per_class_iou", "polyline_f1", "polyline_f1_1m"} <= set(
+                entry)
+            assert set(entry["polyline_f1"]) == {"white_solid", "white_dashed", "yellow_solid"}
+    # a slice holding every image scores what the whole split scores
+    everyone = {k for k, v in res["slices"]["scene"].items() if v["n"] == res["n"]}
+    for key in everyone:
+        whole = res["vector_metrics"]["per_class"]
+        assert res["slices"]["scene"][key]["polyline_f1"]["white_solid"]["1m"] == \
+            whole["white_solid"]["1m"]["f1"]

@@ -89,3 +89,41 @@ def test_slice_scores_accepts_numbers_and_dicts():
 def test_bad_tolerances_name_the_parameter(field, value):
     with pytest.raises(UserError, match=f"^{field}:"):
         GateConfig(**{field: value}).validate()
+
+
+def lanes(headline, **slices):
+    """Lanes metrics: slice c_<city>=(miou, polyline F1@1m or None to leave it out, n)."""
+    out: dict = {"headline": headline, "headline_name": "miou_no_bg", "slices": {"city": {}}}
+    for key, (miou, f1, n) in slices.items():
+        entry = {"n": n, "miou_no_bg": miou}
+        if f1 is not None:
+            entry["polyline_f1_1m"] = f1
+        out["slices"]["city"][key.removeprefix("c_")] = entry
+    return out
+
+
+def test_polyline_f1_drop_in_a_slice_is_refused_beside_a_stable_iou():
+    new = lanes(0.60, c_berlin=(0.50, 0.60, 40), c_paris=(0.50, 0.80, 40))
+    old = lanes(0.55, c_berlin=(0.50, 0.70, 40), c_paris=(0.49, 0.79, 40))
+    decision = decide(new, old, CFG)
+    assert not decision.passed
+    assert [c.name for c in decision.failed()] == ["city=berlin polyline F1@1m"]
+    assert "slice city=berlin polyline F1@1m dropped 0.1000" in decision.reason
+    # within tolerance passes, and the polyline checks count among the judged slices
+    new["slices"]["city"]["berlin"]["polyline_f1_1m"] = 0.66
+    ok = decide(new, old, CFG)
+    assert ok.passed and "4 slices judged" in ok.reason
+    # turned off: only the IoU slices are judged
+    off = decide(new | {}, old, GateConfig(judge_polyline_f1=False))
+    assert not any("polyline" in c.name for c in off.checks)
+
+
+def test_an_old_champion_without_polyline_f1_is_not_compared_never_failed():
+    new = lanes(0.60, c_berlin=(0.50, 0.10, 40))
+    old = lanes(0.55, c_berlin=(0.50, None, 40))
+    decision = decide(new, old, CFG)
+    assert decision.passed, decision.reason
+    check = next(c for c in decision.checks if "polyline" in c.name)
+    assert check.passed is None and check.champion is None and check.challenger == 0.10
+    assert "| city=berlin polyline F1@1m | 0.1000 | - | - |" in decision.to_markdown()
+    assert "not compared |" in decision.to_markdown()

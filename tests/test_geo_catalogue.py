@@ -74,3 +74,24 @@ def test_imagery_synth_writes_tiles_once(tmp_path, capsys):
     assert "not empty" in one_line_error(code, err)
     code, _, err = run_main(capsys, "imagery", "synth", tmp_path / "u", "--city", "atlantis")
     assert "unknown city 'atlantis'" in one_line_error(code, err)
+
+
+def test_raster_uri_resolves_beside_the_catalogue_and_refuses_escaping_hrefs(tmp_path):
+    import pytest
+
+    from roadvision.errors import UserError
+    from roadvision.geo.catalogue import raster_uri, write_catalogue
+
+    tiles = _folder(tmp_path)
+    doc = index_folder(tmp_path / "imagery")
+    assert doc["root"] == str((tmp_path / "imagery").resolve())
+    cat = write_catalogue(tmp_path / "imagery" / "catalogue.json", doc)
+    assert raster_uri(doc, doc["features"][0], cat) == str(tiles[0].image)
+    moved = tmp_path / "elsewhere.json"  # a catalogue kept elsewhere reads through its root
+    assert raster_uri(doc, doc["features"][0], moved) == str(tiles[0].image.resolve())
+    for href in ("../secret.tif", "/etc/passwd", "a/../../b.tif"):
+        entry = {"id": "x", "properties": {"href": href}}
+        with pytest.raises(UserError, match="leaves the catalogue's folder"):
+            raster_uri(doc, entry, cat)
+    assert raster_uri({"root": "s3://b/p"}, {"properties": {"href": "a/t.tif"}}) == \
+        "s3://b/p/a/t.tif"

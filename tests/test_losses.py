@@ -16,7 +16,9 @@ from roadvision.models.losses import (
     create_loss,
     default_lane_class_weights,
     focal_loss,
+    soft_cldice_loss,
     soft_dice_loss,
+    soft_skeleton,
 )
 
 
@@ -71,6 +73,75 @@ def test_lanes_loss_parts_and_class_weight_default():
     assert parts["loss"] == pytest.approx(parts["focal"] + parts["dice"], rel=1e-5)
     with pytest.raises(UserError):
         DiceFocalLoss(class_weights=[1.0, 2.0], num_classes=4)
+
+
+# --- soft clDice ------------------------------------------------------------------------
+
+def _line_target(width: int = 3) -> torch.Tensor:
+    target = torch.zeros(1, 24, 64, dtype=torch.long)
+    target[0, 10:10 + width, 2:62] = 1  # a white_solid line, 60 px long
+    return target
+
+
+def _sure(mask: torch.Tensor) -> torch.Tensor:
+    return 20.0 * torch.nn.functional.one_hot(mask, 4).permute(0, 3, 1, 2).float()
+
+
+def test_soft_skeleton_is_inside_the_mask_and_thin():
+    x = torch.nn.functional.one_hot(_line_target(3), 4).permute(0, 3, 1, 2).float()
+    skel = soft_skeleton(x[:, 1:2])
+    assert bool((skel <= x[:, 1:2] + 1e-6).all())
+    # a 3 px line thins to its centre row
+    assert skel[0, 0, 11, 5:60].min() > 0.99 and skel[0, 0, 10, 5:60].max() < 1e-6
+
+
+def test_cldice_perfect_is_zero_and_a_gap_costs_more_than_trimming():
+    target = _line_target()
+    assert soft_cldice_loss(_sure(target), target, None).item() < 1e-5
+    gap, trimmed = target.clone(), target.clone()
+    gap[0, 10:13, 30:36] = 0  # 18 px cut across the line: it is broken in two
+    trimmed[0, 10, 20:38] = 0  # the same 18 px off its edge: still one line
+    w = torch.tensor(default_lane_class_weights(4))
+    # Dice cannot tell them apart; clDice can
+    assert soft_dice_loss(_sure(gap), target, w).item() == pytest.approx(
+        soft_dice_loss(_sure(trimmed), target, w).item(), rel=1e-4)
+    broken = soft_cldice_loss(_sure(gap), target, None).item()
+    assert broken > 0.03
+    assert broken > soft_cldice_loss(_sure(trimmed), target, None).item() + 0.03
+
+
+def test_cldice_gradients_finite_and_ignore_index_respected():
+    torch.manual_seed(0)
+    target = _line_target().repeat(2, 1, 1)
+    logits = torch.randn(2, 4, 24, 64, requires_grad=True)
+    value = soft_cldice_loss(logits, target, None)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(logits.grad).all()
+    assert logits.grad.abs().sum() > 0
+    # what the prediction says on ignored pixels changes nothing
+    ignored = target.clone()
+    ignored[:, :, 40:] = -100
+    other = logits.detach().clone()
+    other[..., 40:] = torch.randn_like(other[..., 40:]) * 10
+    a = soft_cldice_loss(logits.detach(), ignored, None, ignore_index=-100)
+    b = soft_cldice_loss(other, ignored, None, ignore_index=-100)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+    assert a.item() != pytest.approx(soft_cldice_loss(other, target, None).item(), rel=1e-3)
+
+
+def test_lanes_loss_cldice_term_only_when_weighted():
+    target = _line_target()
+    logits = torch.randn(1, 4, 24, 64, requires_grad=True)
+    plain = create_loss("lanes")
+    with_cl = create_loss("lanes", cldice=0.5)
+    value, parts = with_cl({"logits": logits}, {"mask": target})
+    base, base_parts = plain({"logits": logits}, {"mask": target})
+    assert "cldice" not in base_parts and parts["cldice"] > 0
+    assert value.item() == pytest.approx(base.item() + 0.5 * parts["cldice"], rel=1e-5)
+    value.backward()
+    assert torch.isfinite(logits.grad).all()
+    with pytest.raises(UserError, match="cldice"):
+        create_loss("lanes", cldice=-1.0)
 
 
 def _outputs(b=4, v=3, requires_grad=True):

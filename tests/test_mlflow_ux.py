@@ -152,6 +152,26 @@ def test_report_sits_beside_the_model_titled_with_its_version(registered, tmp_pa
     assert registered.report.name == "error_analysis.html"
 
 
+def test_registered_model_carries_its_drift_reference_and_the_step_input_is_untouched(
+        registered, ux_store, tmp_path):
+    from mlflow.artifacts import download_artifacts
+
+    from roadvision.data.contract import read_manifest
+    from roadvision.models.bundle import bundle_version
+    from roadvision.monitoring.reference import find_reference, load_reference
+
+    local = Path(download_artifacts(f"models:/{registered.name}/{registered.version}",
+                                    dst_path=str(tmp_path / "dl")))
+    found = find_reference(local)
+    assert found is not None, sorted(p.name for p in local.rglob("*"))
+    reference = load_reference(found)
+    train_rows = int((read_manifest(registered.data_dir)["split"] == "train").sum())
+    assert reference.info["rows"] == min(200, train_rows) == len(reference.features["embeddings"])
+    step_input = ux_store.parent.parent / "bundle"
+    assert reference.info["bundle_version"] == bundle_version(step_input)
+    assert find_reference(step_input) is None  # written into a copy, not the step's input
+
+
 def test_parent_run_has_the_pipeline_parameters_and_headline_metrics(registered):
     from roadvision.components._base import KIND_TAG, PIPELINE_TAG
 

@@ -45,17 +45,51 @@ def test_dag_shape(compiled):
     spec, _ = compiled
     root = spec["root"]["dag"]["tasks"]
     assert {"check-params", "ingest", "validate", "split", "gps-weighting", "for-loop-1", "distill",
-            "evaluate-2", "error-analysis", "register", "gate", "condition-2"} <= set(root)
+            "evaluate-2", "error-analysis", "register", "gate", "condition-5"} <= set(root)
     loop = spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
     assert set(loop) == {"train", "evaluate"}
     assert root["for-loop-1"]["parameterIterator"]["items"]["inputParameter"].endswith(
         "check-params-Output")
-    condition = root["condition-2"]["triggerPolicy"]["condition"]
+    condition = root["condition-5"]["triggerPolicy"]["condition"]
     assert "gate" in condition and "true" in condition.lower()
-    assert set(spec["components"]["comp-condition-2"]["dag"]["tasks"]) == {"promote"}
+    assert set(spec["components"]["comp-condition-5"]["dag"]["tasks"]) == {"promote"}
     # distill gets the members' models as one collected list
     distill_in = root["distill"]["inputs"]["artifacts"]["teachers"]
     assert distill_in["taskOutputArtifact"]["producerTask"] == "for-loop-1"
+
+
+def test_pseudo_label_branch_is_off_by_default_and_feeds_what_is_registered(compiled):
+    """If(pool != ""): pseudo_label on the student (a GPU step); Else: keep_student. Both
+    return a model URI; the importer makes the OneOf of the two the model that is evaluated,
+    analysed and registered."""
+    spec, k8s = compiled
+    root = spec["root"]["dag"]["tasks"]
+    assert spec["root"]["inputDefinitions"]["parameters"]["pseudo_label_pool"].get(
+        "defaultValue", "") == ""
+    branches = spec["components"]["comp-condition-branches-2"]["dag"]
+    if_branch, else_branch = (root["condition-branches-2"], branches["tasks"]["condition-3"],
+                              branches["tasks"]["condition-4"])[1:]
+    assert "pseudo_label_pool" in if_branch["triggerPolicy"]["condition"]
+    assert "!=" in if_branch["triggerPolicy"]["condition"]
+    assert "!(" in else_branch["triggerPolicy"]["condition"]  # Else = not the If's condition
+    assert set(spec["components"]["comp-condition-3"]["dag"]["tasks"]) == {"pseudo-label"}
+    assert set(spec["components"]["comp-condition-4"]["dag"]["tasks"]) == {"keep-student"}
+    oneof = branches["outputs"]["parameters"]
+    (selectors,) = [o["valueFromOneof"]["parameterSelectors"] for o in oneof.values()]
+    assert [s["producerSubtask"] for s in selectors] == ["condition-3", "condition-4"]
+    # the importer takes the OneOf's URI; evaluate, error analysis and register its model
+    importer = root["importer"]["inputs"]["parameters"]["uri"]["taskOutputParameter"]
+    assert importer["producerTask"] == "condition-branches-2"
+    for name in ("evaluate-2", "error-analysis", "register"):
+        model = root[name]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+        assert model == {"producerTask": "importer", "outputArtifactKey": "artifact"}, name
+    # the branch's training runs on the GPU pool, the pass-through does not
+    label = _executor(spec, "pseudo-label", spec["components"]["comp-condition-3"]["dag"])
+    assert spec["deploymentSpec"]["executors"][label]["container"]["resources"][
+        "accelerator"]["resourceCount"] == "2"
+    assert k8s[label]["nodeSelector"]["labels"] == {"pool": "a100"}
+    keep = _executor(spec, "keep-student", spec["components"]["comp-condition-4"]["dag"])
+    assert "nodeSelector" not in k8s[keep]
 
 
 def test_every_step_has_a_result_output(compiled):
@@ -63,8 +97,11 @@ def test_every_step_has_a_result_output(compiled):
     and anyone reading the artifact store find what a step did there)."""
     spec, _ = compiled
     steps = {name: c for name, c in spec["components"].items() if "executorLabel" in c}
-    assert len(steps) == 13  # 12 steps, evaluate compiled twice (members and student)
+    # 14 steps with evaluate compiled twice (members and student), plus KFP's importer
+    assert len(steps) == 16 and "comp-importer" in steps
     for name, component in steps.items():
+        if name == "comp-importer":
+            continue
         result = component["outputDefinitions"]["artifacts"].get("result")
         assert result and result["artifactType"]["schemaTitle"] == "system.Artifact", name
 
@@ -90,6 +127,8 @@ def test_gpu_steps_carry_accelerator_node_selector_and_toleration(compiled):
 def test_every_step_gets_secrets_as_env_and_our_image(compiled):
     spec, k8s = compiled
     for label, executor in spec["deploymentSpec"]["executors"].items():
+        if "importer" in executor:  # KFP's importer runs in the driver: no pod of ours
+            continue
         container = executor["container"]
         assert container["image"] == "registry.example/roadvision-train:9.9"
         assert "pip install" not in " ".join(container["command"] + container.get("args", []))
@@ -114,7 +153,7 @@ def test_no_step_takes_a_per_run_input(compiled):
 def test_io_steps_retry_with_backoff_and_registry_steps_never_cache(compiled):
     spec, _ = compiled
     root = spec["root"]["dag"]["tasks"]
-    promote = spec["components"]["comp-condition-2"]["dag"]["tasks"]["promote"]
+    promote = spec["components"]["comp-condition-5"]["dag"]["tasks"]["promote"]
     for task in (root["ingest"], root["register"], root["gate"], promote):
         policy = task["retryPolicy"]
         assert policy["maxRetryCount"] == 4
@@ -156,7 +195,7 @@ def test_display_names_read_as_words_in_the_kfp_ui(compiled):
     assert len(names) >= 14
     for task_id, name in names.items():
         assert name[0].isupper() and "-" not in name and "_" not in name, (task_id, name)
-    assert names["for-loop-1"] == "Ensemble members" and names["condition-2"] == "Gate passed"
+    assert names["for-loop-1"] == "Ensemble members" and names["condition-5"] == "Gate passed"
     assert names["evaluate"] == "Evaluate member" and names["evaluate-2"] == "Evaluate student"
 
 

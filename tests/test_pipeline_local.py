@@ -27,7 +27,8 @@ from roadvision.pipelines.run_profiles import from_run_profile
 #: Every step's own name (the ``task`` of its result JSON; KFP's generated names never appear).
 EVERY_STEP = {"check_params", "ingest", "validate", "split", "gps_weighting", "train-member-0",
               "train-member-1", "evaluate-member-0", "evaluate-member-1", "distill",
-              "evaluate-student", "error_analysis", "register", "gate", "promote"}
+              "keep_student", "evaluate-student", "error_analysis", "register", "gate",
+              "promote"}
 
 
 @pytest.mark.slow

@@ -26,7 +26,8 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 # Optional groups: each imports heavy libraries (torch, kfp, kserve) only when it is used.
-for _module in ("info", "ml", "model", "monitor", "pipeline", "predict", "imagery", "serve"):
+for _module in ("info", "ml", "model", "monitor", "pipeline", "predict", "imagery", "serve",
+                "sweep"):
     try:
         _mod = __import__(f"roadvision.cli.{_module}", fromlist=["register"])
     except ModuleNotFoundError as _exc:

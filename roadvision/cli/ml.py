@@ -41,6 +41,7 @@ def register(root: typer.Typer) -> None:
     root.command("evaluate")(evaluate)
     root.command("analyze")(analyze)
     root.command("distill")(distill)
+    root.command("pseudo-label")(pseudo_label)
 
 
 def _dir(path: Path, what: str) -> Path:
@@ -316,3 +317,83 @@ def analyze(
     failures = pd.read_csv(report.parent / "failures.csv")
     console.print(f"{len(failures)} failures listed in {report.parent / 'failures.csv'}")
     console.print(f"report: {report}")
+
+
+def _teacher(uri: str) -> Path:
+    """A bundle folder for a bundle, an MLflow model folder or ``models:/NAME@ALIAS``."""
+    from roadvision.models.bundle import locate_bundle
+
+    if uri.startswith("models:/"):
+        from roadvision.registry import download_bundle
+
+        return locate_bundle(download_bundle(uri))
+    return locate_bundle(uri)
+
+
+def pseudo_label(
+    model: list[str] = typer.Option(..., "--model", help="teacher: bundle folder, MLflow model "
+                                    "folder or models:/NAME@ALIAS (repeat for an ensemble)"),
+    data: Path = typer.Option(..., "--data", help="labelled data set with a train/val/test "
+                              "split; its test split is the frozen test"),
+    pool: str = typer.Option(..., "--pool", help="unlabelled images: a folder of images, a "
+                             "data set folder, a payload log (folder or s3:// prefix) or "
+                             "synth://TASK?n=N"),
+    out: Path = typer.Option(..., "--out", help="output folder: round-K/{data,train}, "
+                             "pseudo_label.json"),
+    rounds: int = typer.Option(2, min=1, max=10, help="pseudo-labelling rounds"),
+    threshold: list[float] = typer.Option([], "--threshold", help="confidence threshold of "
+                                          "each round (repeat; default 0.9 rising to 0.95)"),
+    pseudo_weight: float = typer.Option(0.3, help="sampling weight of a pseudo-labelled row"),
+    balance_ratio: float = typer.Option(1.0, help="majority class capped at minority x this"),
+    shifted: Path | None = typer.Option(None, help="data set whose test split is also scored "
+                                        "each round (a shifted domain)"),
+    training_profile: TrainingProfile = typer.Option("full", help=_PROFILE_HELP),
+    epochs: int | None = typer.Option(None, min=1, help="fine-tuning epochs per round "
+                                      "(default: the profile's)"),
+    sets: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    endpoint_url: str | None = typer.Option(None, help="S3-compatible endpoint for an s3:// "
+                                            "payload log"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="write into a non-empty OUT "
+                                   "(its round-K folders are replaced; without it a non-empty "
+                                   "OUT is refused and left untouched)"),
+) -> None:
+    """Fine-tune on confident, class-balanced pseudo labels of an unlabelled pool, N rounds."""
+    import tempfile
+
+    from roadvision.components.pseudo_label import load_pool
+    from roadvision.evaluation import calibrate as calibrate_bundle
+    from roadvision.training.pseudo_label import PseudoLabelConfig, pseudo_label_rounds
+
+    teachers = [_teacher(m) for m in model]
+    for teacher in teachers:
+        _bundle_for(teacher, data)  # same task as the data, or one clear line
+    cfg = _config(data, training_profile, sets, epochs=epochs)
+    task = str(cfg.task)
+    config = PseudoLabelConfig(rounds=rounds, thresholds=list(threshold) or None,
+                               pseudo_weight=pseudo_weight, balance_ratio=balance_ratio,
+                               train=cfg)
+    with tempfile.TemporaryDirectory() as work:
+        items = load_pool(pool, task=task, work_dir=work, endpoint_url=endpoint_url or "")
+        console.print(f"pseudo-labelling {len(items)} pool images with {len(teachers)} "
+                      f"teacher(s), {rounds} round(s) at thresholds {config.thresholds}")
+        reports = pseudo_label_rounds(
+            teachers, data, items, config, out, shifted_data=shifted, overwrite=overwrite,
+            after_train=lambda bundle, round_data: calibrate_bundle(bundle, round_data,
+                                                                    split="val"))
+    for r in reports:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.class_counts.items())) or "none"
+        accuracy = "" if r.pseudo_accuracy is None else \
+            f", pseudo-label accuracy {r.pseudo_accuracy:.3f} (pool labels, not used)"
+        line = (f"round {r.round} (threshold {r.threshold:g}): kept {r.kept} of "
+                f"{r.confident} confident ({counts}){accuracy}; frozen test "
+                f"{r.test_before['headline']:.4f} -> {r.test_after['headline']:.4f}")
+        if r.shifted_after is not None:
+            line += (f"; shifted {r.shifted_before['headline']:.4f} -> "
+                     f"{r.shifted_after['headline']:.4f}")
+        console.print(line)
+    if not any(r.trained for r in reports):
+        raise UserError(reports[-1].note + "; lower --threshold or use a stronger teacher")
+    if reports[-1].note:
+        console.print(f"[yellow]stopped:[/] {reports[-1].note}")
+    console.print(f"bundle: {next(r.bundle for r in reversed(reports) if r.trained)}")
+    console.print(f"report: {out / 'pseudo_label.json'}")

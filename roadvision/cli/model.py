@@ -1,5 +1,6 @@
 """``roadvision model ...``: list, show, promote, roll back, audit registered models (MLflow);
-``model uri`` prints a version's storage location for KServe's ``storageUri``."""
+``model uri`` prints a version's storage location for KServe's ``storageUri``; ``model canary``
+compares a served champion and challenger on live figures and promotes or rolls back."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from rich.table import Table
 
 from roadvision.cli._options import TRACKING_URI_HELP, make_console
 
-app = typer.Typer(help="Registered models: list, show, promote, rollback, audit, uri (MLflow).",
+app = typer.Typer(help="Registered models: list, show, promote, rollback, audit, uri, canary "
+                       "(MLflow).",
                   no_args_is_help=True)
 console = make_console()
 
@@ -188,3 +190,148 @@ def uri(model: str = typer.Argument(..., help="NAME@ALIAS, NAME/VERSION or model
     _open_store(tracking_uri)
     # Plain print: a bare line that $(roadvision model uri ...) can use.
     print(registry.artifact_location(model, artifacts_destination))
+
+
+@app.command("canary")
+def canary(
+        name: str = typer.Argument(..., help="registered model name"),
+        metrics_url: str | None = typer.Option(
+            None, "--metrics-url", help="the predictor's metrics, http://HOST:PORT/metrics"),
+        logged: str | None = typer.Option(
+            None, "--logged", help="the payload log (folder or s3://bucket/prefix)"),
+        served_name: str | None = typer.Option(
+            None, "--served-name", help="the name the predictor serves it under (default: "
+                                        "the one whose arms come from NAME)"),
+        min_requests: int = typer.Option(200, "--min-requests",
+                                         help="requests the challenger must have handled"),
+        max_error_rate_increase: float = typer.Option(
+            0.01, "--max-error-rate-increase",
+            help="challenger failure rate minus the champion's (4xx + 5xx share), at most"),
+        max_latency_ratio: float = typer.Option(
+            1.5, "--max-latency-ratio", help="challenger p95 / champion p95, at most"),
+        min_agreement: float = typer.Option(
+            0.95, "--min-agreement", help="shadow: share of paired answers that agree"),
+        score_alpha: float = typer.Option(
+            0.01, "--score-alpha", help="split: positive rates may differ only above this "
+                                        "p-value"),
+        apply: bool = typer.Option(False, "--apply",
+                                   help="promote, or roll back (remove @challenger), as decided"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON"),
+        tracking_uri: str | None = _TRACKING_URI) -> None:
+    """Compare champion and challenger on live figures; promote, roll back or wait."""
+    from roadvision.errors import UserError
+    from roadvision.monitoring import canary as figures_of
+
+    thresholds = figures_of.Thresholds(
+        min_requests=min_requests, max_error_rate_increase=max_error_rate_increase,
+        max_latency_ratio=max_latency_ratio, min_agreement=min_agreement,
+        score_alpha=score_alpha)
+    if not metrics_url and not logged:
+        raise UserError("give the live figures: --metrics-url http://HOST:PORT/metrics and/or "
+                        "--logged URI")
+    from_metrics = from_log = None
+    if metrics_url:
+        from_metrics = figures_of.figures_from_metrics(
+            _fetch_metrics(metrics_url), model=served_name, registry_name=name)
+        served_name = served_name or from_metrics.model
+    if logged:
+        from roadvision.monitoring.records import read_logged
+
+        from_log = figures_of.figures_from_log(read_logged(logged, model=served_name),
+                                               model=served_name)
+    figures = figures_of.combine(from_metrics, from_log)
+    if figures.registry_name and figures.registry_name != name:
+        raise UserError(f"served model {figures.model!r} serves {figures.registry_name}, not "
+                        f"{name}")
+    decision = figures_of.decide(figures, thresholds)
+    applied = _apply_canary(name, decision, tracking_uri) if apply else None
+    if as_json:
+        console.print_json(json.dumps({**decision.as_dict(), "applied": applied}))
+        return
+    _print_canary(name, decision)
+    if applied:
+        console.print(applied)
+    elif decision.action != "wait":
+        console.print(f"run again with --apply to {decision.action}")
+
+
+def _fetch_metrics(url: str) -> str:
+    import urllib.error
+    import urllib.request
+
+    from roadvision.errors import UserError
+
+    if not url.startswith(("http://", "https://")):
+        raise UserError(f"--metrics-url {url!r}: expected http(s)://HOST:PORT/metrics")
+    try:
+        with urllib.request.urlopen(url, timeout=15) as response:  # noqa: S310 - http(s) only
+            return response.read().decode("utf-8", errors="replace")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise UserError(f"--metrics-url {url}: {getattr(exc, 'reason', exc)}") from exc
+
+
+def _apply_canary(name: str, decision, tracking_uri: str | None) -> str | None:
+    """Promote or retire the challenger the figures are of; the sentence to print."""
+    from roadvision.errors import UserError
+    from roadvision.registry import RegistryClient
+    from roadvision.registry import canary as registry_canary
+
+    if decision.action == "wait":
+        return None
+    figures = decision.figures
+    version = figures.challenger.registry_version
+    if version is None:
+        raise UserError(f"--apply: the challenger of {figures.model!r} was not served from the "
+                        "registry (models:/NAME@challenger), so there is no alias to move")
+    _open_store(tracking_uri)
+    client = RegistryClient()
+    champion, _ = registry_canary.canary_versions(client, name)
+    measured = figures.champion.registry_version
+    if measured is not None and champion != measured:
+        raise UserError(f"{name}: @champion is v{champion} but the figures are of v{measured}: "
+                        "reload the predictor and measure again; nothing changed")
+    summary = f"{figures.summary()}; {decision.reason}"
+    if decision.action == "promote":
+        registry_canary.promote_challenger(client, name, version, summary)
+        return (f"[green]{name} v{version} is now @champion[/] (was v{champion}); @challenger "
+                f"left on v{version}")
+    registry_canary.retire_challenger(client, name, version, summary)
+    return (f"[yellow]{name}: @challenger v{version} removed[/]; @champion stays v{champion} "
+            "(reload the predictor to stop the canary)")
+
+
+def _print_canary(name: str, decision) -> None:
+    figures = decision.figures
+
+    def rate(x):
+        return "-" if x is None else f"{100 * x:.2f}%"
+
+    def num(x, unit=""):
+        return "-" if x is None else f"{x:.1f}{unit}"
+
+    table = Table(title=f"{name}: canary {figures.mode} (served as {figures.model}; from "
+                        f"{' + '.join(figures.sources)})")
+    for column in ("arm", "version", "requests", "rejected", "errors", "failure rate",
+                   "p50", "p95", "positive rate"):
+        table.add_column(column, no_wrap=column in ("arm", "version"))
+    for arm in ("champion", "challenger"):
+        f = getattr(figures, arm)
+        version = (f"v{f.registry_version}" if f.registry_version else "") + (
+            f" ({f.version})" if f.version else "")
+        table.add_row(arm, version or "-", str(f.requests), str(f.rejected), str(f.errors),
+                      rate(f.failure_rate), num(f.p50_ms, " ms"), num(f.p95_ms, " ms"),
+                      rate(f.positive_rate))
+    console.print(table)
+    checks = Table(title="checks")
+    for column in ("check", "value", "limit", "result", "note"):
+        checks.add_column(column)
+    for c in decision.checks:
+        result = {True: "pass", False: "FAIL", None: "-"}[c.passed]
+        checks.add_row(c.name, "-" if c.value is None else f"{c.value:.4g}", f"{c.limit:g}",
+                       result, escape(c.note))
+    console.print(checks)
+    if figures.score_ks_p is not None:
+        console.print(f"challenger score drift: KS {figures.score_ks_statistic:.3f}, "
+                      f"p={figures.score_ks_p:.3g} (a note, not a check)")
+    colour = {"promote": "green", "rollback": "red", "wait": "yellow"}[decision.action]
+    console.print(f"[bold {colour}]decision: {decision.action}[/] - {escape(decision.reason)}")

@@ -1,4 +1,4 @@
-"""``roadvision pipeline ...``: compile, run locally, submit the training pipeline."""
+"""``roadvision pipeline ...``: compile, run locally, submit or schedule the training pipeline."""
 
 from __future__ import annotations
 
@@ -65,10 +65,16 @@ _RUN_PROFILE_HELP = "run profile (a whole run's parameters; see `roadvision pipe
 _TASK_HELP = "what the models learn: lane segmentation or roadwork classification"
 
 
+_SWEEP_OUT = Path("pipelines/sweep_pipeline.yaml")
+
+
 @app.command("compile")
 def compile_(
     out: Path = typer.Option(_COMPILE_OUT, help="output YAML file (the default is the committed "
-                             "file of a source checkout, run from its root)"),
+                             "file of a source checkout, run from its root; with --pipeline "
+                             f"sweep: {_SWEEP_OUT})"),
+    pipeline: Literal["training", "sweep"] = typer.Option(
+        "training", help="training, or sweep (Optuna trials in a ParallelFor)"),
     image: str | None = typer.Option(None, help="component image (Dockerfile.train build)"),
     gpu_type: str | None = typer.Option(None, help="accelerator resource, e.g. nvidia.com/gpu"),
     gpu_count: int | None = typer.Option(None, min=0, help="GPUs per training pod"),
@@ -81,9 +87,11 @@ def compile_(
 ) -> None:
     """Compile the pipeline to YAML (upload it in the KFP UI, or commit it)."""
     from roadvision.pipelines.cluster import ClusterSettings, parse_pairs, parse_toleration
-    from roadvision.pipelines.compile import compile_pipeline
+    from roadvision.pipelines.compile import compile_pipeline, compile_sweep
 
-    if out == _COMPILE_OUT and not out.parent.is_dir():
+    if pipeline == "sweep" and out == _COMPILE_OUT:
+        out = _SWEEP_OUT
+    if out in (_COMPILE_OUT, _SWEEP_OUT) and not out.parent.is_dir():
         # Outside a checkout the default would plant a pipelines/ folder in the working directory.
         raise UserError(f"--out: no {out.parent}/ folder here (the default {out} is a source "
                         "checkout's committed file); pass --out FILE")
@@ -97,7 +105,7 @@ def compile_(
         settings.gpu_node_selector = parse_pairs(gpu_node_selector)
     if gpu_toleration is not None:
         settings.gpu_toleration = parse_toleration(gpu_toleration)
-    path = compile_pipeline(out, settings)
+    path = (compile_sweep if pipeline == "sweep" else compile_pipeline)(out, settings)
     console.print(f"[green]wrote[/] {path}")
 
 
@@ -154,6 +162,43 @@ def submit(
     run_id = submit_run(params, host=host, experiment=experiment, pipeline_file=pipeline_file,
                         run_name=run_name, namespace=namespace)
     console.print(f"[green]submitted[/] run {run_id} to {host}")
+
+
+@app.command("schedule")
+def schedule(
+    cron: str = typer.Option(..., help="when: standard cron, e.g. \"0 3 * * 1\" (Mondays 03:00), "
+                                       "or KFP's six fields (seconds first)"),
+    kfp_host: str | None = typer.Option(None, "--kfp-host", "--host",
+                                        help="KFP API URL, e.g. http://localhost:8888"),
+    experiment: str = typer.Option("roadvision", help="KFP experiment"),
+    run_profile: RunProfile = typer.Option("full", help=_RUN_PROFILE_HELP),
+    task: Task = typer.Option("roadwork", help=_TASK_HELP),
+    data_uri: str | None = typer.Option(None, help="s3:// prefix or synth:// (cluster paths)"),
+    sets: list[str] | None = typer.Option(None, "--set", help=_SET_HELP),
+    pipeline_file: Path | None = typer.Option(None, help="compiled YAML (default: committed)"),
+    name: str = typer.Option("roadvision-retrain", help="recurring run name in the KFP UI"),
+    namespace: str | None = typer.Option(None, help="Kubeflow namespace (multi-user)"),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="check everything and print the recurring run; send nothing"),
+) -> None:
+    """Retrain on a schedule: a KFP recurring run of the training pipeline."""
+    from roadvision.pipelines.submit import recurring_run
+    from roadvision.pipelines.submit import schedule as create_schedule
+
+    if not kfp_host and not dry_run:
+        raise UserError("pipeline schedule: pass --kfp-host URL (or --dry-run to check only)")
+    params = build_params(run_profile, task, sets, data_uri=data_uri)
+    job = recurring_run(params, cron, job_name=name, experiment=experiment,
+                        pipeline_file=pipeline_file)
+    typer.echo(f"recurring run {job.job_name!r}: cron {job.cron!r} (KFP fields, seconds first), "
+               f"package {job.pipeline_file}, experiment {job.experiment}, at most "
+               f"{job.max_concurrency} at a time, no catch-up")
+    if dry_run:
+        for key, value in job.arguments.items():
+            typer.echo(f"  {key} = {value!r}")
+        return
+    job_id = create_schedule(job, host=kfp_host, namespace=namespace)
+    console.print(f"[green]scheduled[/] recurring run {job_id} on {kfp_host}")
 
 
 @app.command("params")

@@ -11,7 +11,12 @@ different questions, so they are fitted in an order that keeps them from fightin
    (LBFGS over log T, so T stays positive). The decision boundary stays at ``t*``.
 3. ``b = -t* / T``, so the bundle's formula reproduces both.
 
-Lanes: a temperature only (multi-class NLL over a pixel subsample); no bias.
+Lanes: a temperature (multi-class NLL over a pixel subsample), then per-class decision biases
+(``fit_class_biases``, when ``fit_bias``): the mask is ``argmax(logit / T + b)`` with
+background's bias 0, each lane class's bias searched on a grid, class by class, to maximise the
+mean lane-class IoU of those pixels (background pixels weighted back to their true share). On
+thin lines argmax is rarely the IoU-best decision: a class whose scores sit just below
+background's everywhere along a line loses the line. ``runtime.inference.lane_mask`` applies it.
 
 Where the logits come from: the validation split (``calibrate``), or, better, out-of-fold
 predictions over train+val (``calibrate_on`` with the fold models and their held-out folds,
@@ -40,8 +45,9 @@ from roadvision.errors import UserError
 from roadvision.metrics import ece, mcc
 
 __all__ = ["fit_temperature", "fit_threshold", "fit_binary_calibration",
-           "fit_multiclass_temperature", "calibrate", "calibrate_on", "calibration_problem",
-           "CalibrationWarning", "MIN_SAMPLES", "MIN_PER_CLASS", "T_BOUNDS"]
+           "fit_multiclass_temperature", "fit_class_biases", "weighted_lane_ious", "calibrate",
+           "calibrate_on", "calibration_problem", "CalibrationWarning", "MIN_SAMPLES",
+           "MIN_PER_CLASS", "T_BOUNDS", "BIAS_GRID", "BIAS_MIN_GAIN"]
 
 MIN_SAMPLES = 40  # images; below this the fitted values move more than they correct
 MIN_PER_CLASS = 8  # roadwork: images of each label
@@ -160,6 +166,57 @@ def fit_multiclass_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return _lbfgs_log_t(lambda t: torch.nn.functional.cross_entropy(z / t, y))
 
 
+BIAS_GRID = np.round(np.arange(-4.0, 4.0001, 0.25), 2)  # lanes class biases, log-prob units
+#: A bias further from 0 must raise the mean lane IoU by this much to be taken: smaller gains
+#: on the fitting pixels are noise, and a fit that moves nothing should leave the argmax alone.
+BIAS_MIN_GAIN = 1e-3
+
+
+def weighted_lane_ious(pred: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                       num_classes: int) -> np.ndarray:
+    """IoU of each lane class 1..C-1 from weighted pixels (NaN for a class neither true nor
+    predicted anywhere)."""
+    cm = np.bincount(np.asarray(labels) * num_classes + np.asarray(pred), weights=weights,
+                     minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    tp = np.diag(cm)[1:]
+    union = cm.sum(0)[1:] + cm.sum(1)[1:] - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def fit_class_biases(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                     temperature: float = 1.0, rounds: int = 2) -> list[float]:
+    """Per-class biases ``b`` (background's 0) for ``argmax(logits / T + b)`` maximising the
+    mean lane-class IoU of weighted pixels (logits [N, C], labels [N], weights [N]).
+
+    Coordinate ascent over the classes present in ``labels``, ``rounds`` passes over
+    :data:`BIAS_GRID`; a bias further from 0 must gain :data:`BIAS_MIN_GAIN`, so an argmax
+    that is already (nearly) best stays.
+    """
+    z = np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+    y = np.asarray(labels, dtype=np.int64)
+    w = np.asarray(weights, dtype=np.float64)
+    num_classes = z.shape[1]
+    present = [c for c in range(1, num_classes) if np.any(y == c)]
+    bias = np.zeros(num_classes, dtype=np.float32)
+
+    def score(b: np.ndarray) -> float:
+        ious = weighted_lane_ious((z + b).argmax(1), y, w, num_classes)
+        return float(np.nanmean(ious[[c - 1 for c in present]]))
+
+    for _ in range(rounds):
+        for c in present:
+            best_b, best_s = 0.0, -np.inf
+            for value in sorted(BIAS_GRID, key=abs):  # nearest 0 first: it wins ties
+                trial = bias.copy()
+                trial[c] = value
+                s_trial = score(trial)
+                if s_trial > best_s + (BIAS_MIN_GAIN if np.isfinite(best_s) else 0.0):
+                    best_b, best_s = float(value), s_trial
+            bias[c] = best_b
+    return [float(b) for b in bias]
+
+
 def _probs(logits: np.ndarray, temperature: float, bias: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(np.asarray(logits) / temperature + bias)))
 
@@ -215,7 +272,7 @@ def calibrate_on(bundle_dir: str | Path, sources: Sequence[tuple[Any, Any]], sou
         }
         changes = {"temperature": fitted["temperature"], "logit_bias": fitted["logit_bias"]}
     else:
-        report, changes = _calibrate_lanes(sources, batch_size, max_pixels, source)
+        report, changes = _calibrate_lanes(sources, batch_size, max_pixels, source, fit_bias)
     update_bundle_config(bundle_dir, extra={"calibration": report}, **changes)
     return report
 
@@ -232,28 +289,40 @@ def _lane_pixels(model, ds, batch_size: int, per_image: int, rng) -> Any:
         bg = np.flatnonzero(lab == 0)
         take = min(len(bg), per_image)
         idx = np.concatenate([lane, rng.choice(bg, take, replace=False) if take else bg[:0]])
-        yield flat[idx], lab[idx]
+        # each sampled background pixel stands for len(bg) / take of them (IoU counts)
+        weight = np.concatenate([np.ones(len(lane)), np.full(take, len(bg) / max(take, 1))])
+        yield flat[idx], lab[idx], weight
 
 
-def _calibrate_lanes(sources, batch_size, max_pixels, split) -> tuple[dict, dict]:
+def _calibrate_lanes(sources, batch_size, max_pixels, split, fit_bias=True
+                     ) -> tuple[dict, dict]:
     rng = np.random.default_rng(0)
     n_images = sum(len(ds) for _, ds in sources)
     per_image = max(1, max_pixels // max(n_images, 1))
     problem = calibration_problem(None, n_images)
     if problem is not None:
-        warning = _warn(f"calibration not fitted: {problem}; keeping temperature 1 (use a "
-                        "larger validation split or out-of-fold predictions)")
-        return ({"temperature": 1.0, "split": split, "n": n_images, "n_pixels": 0,
-                 "warning": warning}, {"temperature": 1.0})
-    zs, ys = [], []
+        warning = _warn(f"calibration not fitted: {problem}; keeping temperature 1 and no "
+                        "class biases (use a larger validation split or out-of-fold "
+                        "predictions)")
+        return ({"temperature": 1.0, "class_bias": [], "split": split, "n": n_images,
+                 "n_pixels": 0, "warning": warning}, {"temperature": 1.0, "class_bias": []})
+    zs, ys, ws = [], [], []
     for model, ds in sources:
-        for z_part, y_part in _lane_pixels(model, ds, batch_size, per_image, rng):
+        for z_part, y_part, w_part in _lane_pixels(model, ds, batch_size, per_image, rng):
             zs.append(z_part)
             ys.append(y_part)
-    z, y = np.concatenate(zs), np.concatenate(ys)
+            ws.append(w_part)
+    z, y, w = np.concatenate(zs), np.concatenate(ys), np.concatenate(ws)
     t, warning = fit_multiclass_temperature(z, y), None
     if _on_bound(t):
         warning = _warn(_bound_message(t, n_images))
-    report = {"temperature": t, "split": split, "n": n_images, "n_pixels": int(len(y)),
-              "warning": warning}
-    return report, {"temperature": t}
+    bias = fit_class_biases(z, y, w, t) if fit_bias else []
+    num_classes = z.shape[1]
+    before = weighted_lane_ious(z.argmax(1), y, w, num_classes)
+    after = weighted_lane_ious((z / t + np.asarray(bias or 0.0)).argmax(1), y, w, num_classes)
+    report = {"temperature": t, "class_bias": bias, "split": split, "n": n_images,
+              "n_pixels": int(len(y)), "warning": warning,
+              # in-sample on the fitting pixels: what the biases bought there, not a test score
+              "lane_iou_before": [None if np.isnan(v) else float(v) for v in before],
+              "lane_iou_after": [None if np.isnan(v) else float(v) for v in after]}
+    return report, {"temperature": t, "class_bias": bias}

@@ -140,12 +140,14 @@ def evaluate_model(
             lane_pixels_true=[int((r["mask"] > 0).sum()) for r in res],
             lane_pixels_pred=[int((r["pred"] > 0).sum()) for r in res],
         )
+        from roadvision.evaluation.vector_metrics import image_vector_lengths
+
+        # traced once; the split's and every slice's polyline scores are sums of these
+        vectors = image_vector_lengths(((r["mask"], r["pred"]) for r in res),
+                                       model.cfg.classes, getattr(model, "bundle_config", None))
         result.update(headline=m["miou_no_bg"] if m["miou_no_bg"] is not None else 0.0,
                       headline_name="miou_no_bg", metrics=m,
-                      slices=segmentation_slices(preds, cms, model.cfg.classes))
-        from roadvision.evaluation.vector_metrics import mask_vector_metrics
-
-        result["vector_metrics"] = mask_vector_metrics(
-            ((r["mask"], r["pred"]) for r in res), model.cfg.classes,
-            getattr(model, "bundle_config", None))
+                      slices=segmentation_slices(preds, cms, model.cfg.classes,
+                                                 vectors=vectors))
+        result["vector_metrics"] = vectors.summary()
     return result, preds

@@ -8,6 +8,7 @@ slice, so every entry carries its sample count ``n``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,16 +66,33 @@ def confidence_slices(df: pd.DataFrame, edges: Sequence[float] = CONFIDENCE_EDGE
 
 
 def segmentation_slices(df: pd.DataFrame, confusions: np.ndarray, class_names: Sequence[str],
-                        fields: Sequence[str] = SLICE_FIELDS) -> dict:
+                        fields: Sequence[str] = SLICE_FIELDS, vectors: Any = None) -> dict:
     """Per slice: pixel-summed confusion -> mIoU without background and per-class IoU.
 
     ``confusions`` [N, C, C] holds each image's confusion matrix, aligned with ``df`` rows.
+    With ``vectors`` (``vector_metrics.ImageLengths`` of the same rows) each slice also gets
+    ``polyline_f1`` (per lane class: length-weighted F1 at each tolerance, ``{"0.5m": f1,
+    "1m": f1}``) and ``polyline_f1_1m`` (their mean at 1 m over the classes where it is
+    defined; None when none is), which the gate may judge beside the IoU.
     """
     out: dict[str, dict] = {}
     for field in fields:
         out[field] = {}
         for key, idx in _groups(df, field).items():
             seg = segmentation_metrics(confusions[idx].sum(0), class_names)
-            out[field][key] = {"n": int(len(idx)), "miou_no_bg": seg["miou_no_bg"],
-                               "miou": seg["miou"], "per_class_iou": seg["per_class_iou"]}
+            entry = {"n": int(len(idx)), "miou_no_bg": seg["miou_no_bg"],
+                     "miou": seg["miou"], "per_class_iou": seg["per_class_iou"]}
+            if vectors is not None:
+                entry.update(_polyline_entry(vectors, idx))
+            out[field][key] = entry
     return out
+
+
+def _polyline_entry(vectors: Any, idx: np.ndarray) -> dict[str, Any]:
+    # imported here: roadwork evaluations never load the geo stack
+    from roadvision.evaluation.vector_metrics import f1_summary, vector_scores
+
+    per_class = vector_scores([vectors.per_image[i] for i in idx], vectors.tolerances)
+    tols = [f"{t:g}m" for t in vectors.tolerances]
+    f1 = {name: {t: s[t]["f1"] for t in tols} for name, s in per_class.items()}
+    return {"polyline_f1": f1, "polyline_f1_1m": f1_summary(per_class, 1.0)}

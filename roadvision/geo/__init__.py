@@ -6,9 +6,13 @@
 - ``skeleton``: a class mask -> one-pixel skeleton -> pixel paths (graph tracing);
 - ``lines``: simplify and smooth polylines, join the dashes of one line;
 - ``features``: class raster + confidence -> line features with their attributes;
+- ``areas``: the same for crosswalks, arrows and other markings (12 classes): polygons, points;
 - ``writers``: GeoJSON (WGS84) and GeoPackage output;
 - ``gsd``: the ground sample distance a bundle was trained at (``extra.gsd_m``);
-- ``metrics``: length-weighted polyline precision / recall / F1 at buffer tolerances.
+- ``metrics``: length-weighted polyline precision / recall / F1 at buffer tolerances;
+- ``catalogue``: footprint index over a folder or ``s3://`` prefix of COGs (``s3``: reading
+  there); ``providers``: the imagery chain, local catalogues first, then XYZ / WMTS tile
+  services (``tiles``: Web Mercator tile maths and stitching; ``mosaic``: sources onto one grid).
 
 It sits below ``roadvision.data`` (the generator writes georeferenced tiles with it) and never
 imports torch, so data steps and light tools can use it.

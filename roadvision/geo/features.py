@@ -14,6 +14,7 @@ caller adds model and imagery provenance.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,9 @@ from .lines import JoinRule, join_pieces, smooth_line
 from .skeleton import skeleton_paths
 
 __all__ = ["Piece", "ClassStyle", "style_for", "trace_block", "build_features", "clip_features",
-           "FEATURE_FIELDS"]
+           "FEATURE_FIELDS", "number_features"]
+
+_DISCRETE = ("Point", "MultiPoint", "Polygon", "MultiPolygon")
 
 #: Attribute names, in output order (writers and tests read them from here).
 FEATURE_FIELDS = ("id", "class", "length_m", "width_m", "confidence", "wear", "dash_count",
@@ -70,10 +73,14 @@ def _to_world(rc: np.ndarray, transform: Affine) -> np.ndarray:
 
 
 def trace_block(classes: np.ndarray, confidence: np.ndarray, transform: Affine, gsd: float,
-                num_classes: int, min_length_m: float = 0.4) -> list[Piece]:
-    """Pieces of every lane class in one block (``transform``: the block's own top-left)."""
+                num_classes: int, min_length_m: float = 0.4,
+                skip: Collection[int] = ()) -> list[Piece]:
+    """Pieces of every lane class in one block (``transform``: the block's own top-left);
+    the classes in ``skip`` (areas and points: :mod:`roadvision.geo.areas`) are left out."""
     pieces = []
     for cls in range(1, num_classes):
+        if cls in skip:
+            continue
         mask = classes == cls
         if not mask.any():
             continue
@@ -131,6 +138,11 @@ def build_features(pieces: list[Piece], classes: list[str]) -> list[dict[str, An
                 "dash_count": len(members),
                 "paint_ratio": round(float(ratio), 4),
             })
+    return number_features(features)
+
+
+def number_features(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Features in a stable order (class, then position) with ids 1..n."""
     features.sort(key=lambda f: (f["class"], f["geometry"].bounds))
     for i, f in enumerate(features, start=1):
         f["id"] = i
@@ -139,12 +151,18 @@ def build_features(pieces: list[Piece], classes: list[str]) -> list[dict[str, An
 
 def clip_features(features: list[dict[str, Any]], area: BaseGeometry) -> list[dict[str, Any]]:
     """Features cut at the edge of ``area`` (same CRS): lines are continuous, so the part
-    inside is kept and its length recomputed; painted counts are kept as measured."""
+    inside is kept and its length recomputed; painted counts are kept as measured. Discrete
+    features (a crosswalk polygon, an arrow point) are kept whole when they touch the area,
+    as marking deliveries do: half a crossing is not an asset."""
     out = []
     for f in features:
         geom = f["geometry"]
         if area.contains(geom):
             out.append(f)
+            continue
+        if geom.geom_type in _DISCRETE:
+            if geom.intersects(area):
+                out.append(f)
             continue
         part = geom.intersection(area)
         if part.is_empty or part.length <= 0:

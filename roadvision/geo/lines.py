@@ -4,6 +4,8 @@ All coordinates are metres in a projected CRS. Joining links the end of one piec
 of the next when the gap is short, the gap runs along both pieces' directions and sideways
 offset is small: the painted dashes of a lane separator become one feature (its dash count and
 painted share kept), while the parallel separator 3 m away, or a crossing line, never joins it.
+A rule's ``min_length`` then drops the short isolated lines (false segments: a speck of paint
+colour, a kerb fleck) unless they joined others into a dashed line (:func:`drop_short`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from shapely import LineString, Point, STRtree
 
-__all__ = ["smooth_line", "JoinRule", "Chain", "join_pieces", "end_tangent"]
+__all__ = ["smooth_line", "JoinRule", "Chain", "join_pieces", "drop_short", "end_tangent"]
 
 
 def _chaikin(coords: np.ndarray, iterations: int) -> np.ndarray:
@@ -42,6 +44,7 @@ class JoinRule:
     max_gap: float  # metres between an end and the next start
     max_angle: float = 25.0  # degrees between the gap and each piece's direction at its end
     max_offset: float = 0.6  # metres sideways, measured across the first piece's direction
+    min_length: float = 0.0  # metres: a chain of ONE piece shorter than this is dropped; 0 = keep
 
 
 def end_tangent(line: LineString, at_end: bool, reach: float = 2.0) -> np.ndarray:
@@ -90,8 +93,15 @@ def _link_gaps(pa: np.ndarray, ta: np.ndarray, pb: np.ndarray, tb: np.ndarray,
     return np.where(ok, dist, np.nan)
 
 
+def drop_short(chains: list[Chain], min_length: float) -> list[Chain]:
+    """``chains`` without the isolated short ones: a chain is kept when its line is at least
+    ``min_length`` metres long or when it joined two or more pieces (the dashes of a line)."""
+    return [c for c in chains if len(c.pieces) > 1 or c.geometry.length >= min_length]
+
+
 def join_pieces(lines: list[LineString], rule: JoinRule) -> list[Chain]:
-    """Group ``lines`` into chains of one line each (greedy shortest links, no branching)."""
+    """Group ``lines`` into chains of one line each (greedy shortest links, no branching),
+    then :func:`drop_short` at ``rule.min_length``."""
     if not lines:
         return []
     # End index e = 2 * piece + (1 at the piece's last point, 0 at its first).
@@ -145,4 +155,4 @@ def join_pieces(lines: list[LineString], rule: JoinRule) -> list[Chain]:
                 break
             entry = partner[entry ^ 1]
         chains.append(Chain(order, LineString(coords), painted))
-    return chains
+    return drop_short(chains, rule.min_length) if rule.min_length > 0 else chains

@@ -23,8 +23,8 @@ from rasterio.windows import Window
 
 from roadvision.errors import UserError
 
-__all__ = ["RasterInfo", "Block", "open_info", "output_grid", "plan_blocks", "read_block",
-           "ClassRasterWriter", "write_rgb"]
+__all__ = ["RasterInfo", "Block", "GeoImage", "open_info", "output_grid", "plan_blocks",
+           "read_block", "ClassRasterWriter", "write_rgb"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,35 @@ def open_info(path: str | Path) -> RasterInfo:
                         "and tolerances need metres (warp it to a UTM zone)")
     gsd = max(abs(transform.a), abs(transform.e))
     return RasterInfo(str(path), crs, transform, width, height, count, gsd)
+
+
+@dataclass
+class GeoImage:
+    """An RGB raster held in memory with its georeference: what an imagery chain's ``read``
+    answers (``roadvision.geo.providers``), whether the pixels came from local GeoTIFFs or
+    from tiles, so the segmenter downstream does not care where they came from."""
+
+    pixels: np.ndarray  # [H, W, 3] uint8
+    transform: Affine
+    crs: CRS
+    gsd: float  # ground metres per pixel (in EPSG:3857 a pixel's CRS size is gsd / cos(lat))
+    covered: np.ndarray  # [H, W] bool: a source had data there (the rest is 0)
+    sources: tuple = ()  # the ImagerySource records the pixels came from, in priority order
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in ``crs``."""
+        h, w = self.pixels.shape[:2]
+        x0, y0 = self.transform @ (0, 0)
+        x1, y1 = self.transform @ (w, h)
+        return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+    def write(self, path: str | Path, tags: dict[str, str] | None = None) -> None:
+        """As an RGB GeoTIFF (a file or a ``/vsimem/`` path), for code that opens rasters by
+        path (``roadvision.mapping``)."""
+        ids = ",".join(getattr(s, "imagery_id", str(s)) for s in self.sources)
+        write_rgb(path, self.pixels, self.transform, self.crs,
+                  {**({"imagery_id": ids} if ids else {}), **(tags or {})})
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from roadvision.errors import UserError
+from roadvision.geo.areas import AREA_FIELDS
 from roadvision.geo.features import FEATURE_FIELDS
 from roadvision.geo.writers import write_geojson, write_gpkg
 from roadvision.progress import track
@@ -37,6 +38,8 @@ RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 #: Attributes every feature carries after :data:`roadvision.geo.features.FEATURE_FIELDS`.
 PROVENANCE_FIELDS = ("model", "model_version", "imagery_id", "imagery_date")
+#: What a crosswalk or an arrow (12 classes) carries besides the line attributes.
+AREA_ONLY_FIELDS = tuple(f for f in AREA_FIELDS if f not in FEATURE_FIELDS)
 
 
 def collect_inputs(inputs: list[str | Path], exclude: str | Path | None = None
@@ -154,7 +157,7 @@ def predict_files(model: Any, inputs: list[str | Path], out: Path, cfg: BatchCon
         raise UserError(f"{rasters[0]}: GeoTIFFs are mapped by a lanes model; this one is "
                         f"{model.cfg.task!r}")
     summary: dict[str, Any] = {"model": provenance, "rasters": []}
-    fields = [*FEATURE_FIELDS, *PROVENANCE_FIELDS]
+    fields = [*FEATURE_FIELDS, *AREA_ONLY_FIELDS, *PROVENANCE_FIELDS]
     for path, name in zip(rasters, _unique_names(rasters), strict=True):
         result = map_raster(model, path, cfg.mapping, out / f"{name}.classes.tif", provenance)
         meta = {"roadvision": {**provenance, "gsd_m": cfg.mapping.gsd,

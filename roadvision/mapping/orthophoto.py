@@ -22,8 +22,15 @@ from affine import Affine
 from shapely import box
 
 from roadvision.errors import UserError
+from roadvision.geo.areas import Patch, area_class_ids, build_area_features, trace_areas
 from roadvision.geo.crs import area_in_crs
-from roadvision.geo.features import Piece, build_features, clip_features, trace_block
+from roadvision.geo.features import (
+    Piece,
+    build_features,
+    clip_features,
+    number_features,
+    trace_block,
+)
 from roadvision.geo.raster import (
     ClassRasterWriter,
     RasterInfo,
@@ -34,7 +41,7 @@ from roadvision.geo.raster import (
 )
 from roadvision.progress import track
 
-__all__ = ["MappingConfig", "RasterResult", "map_raster", "imagery_of"]
+__all__ = ["MappingConfig", "RasterResult", "map_raster", "imagery_of", "segment_block"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,23 @@ def _area_window(info: RasterInfo, cfg: MappingConfig, height: int, width: int,
     return area, (r0, c0, r1, c1)
 
 
+def segment_block(model: Any, image: np.ndarray, core: tuple[int, int, int, int],
+                  tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """(class ids uint8, confidence float32) of a block's ``core`` (row0, col0, row1, col1):
+    the whole read (core plus margin) goes through the runtime's one inference path, so the
+    model sees each core pixel's surroundings."""
+    from roadvision.models.preprocess import prepare_sample
+    from roadvision.runtime.inference import lane_mask, model_gsd_m, predict_proba
+
+    probs = predict_proba(model, [prepare_sample(model.cfg, image)], tta, batch_size=1)[0]
+    # the bundle's decision settings (class biases, short-piece removal), as evaluation and
+    # serving apply them, on the whole read so a piece crossing the core's edge is judged whole
+    ids = lane_mask(probs, model.cfg, model_gsd_m(model))
+    conf = probs.max(dim=0).values.numpy()
+    r0, c0, r1, c1 = core
+    return ids[r0:r1, c0:c1], conf[r0:r1, c0:c1]
+
+
 def map_raster(model: Any, path: str | Path, cfg: MappingConfig,
                class_raster: str | Path | None = None,
                provenance: dict[str, Any] | None = None) -> RasterResult:
@@ -100,9 +124,6 @@ def map_raster(model: Any, path: str | Path, cfg: MappingConfig,
     ``provenance`` (model name, version, ...) is added to every feature, with the imagery's
     ``imagery_id`` and ``imagery_date``.
     """
-    from roadvision.models.preprocess import prepare_sample
-    from roadvision.runtime.inference import predict_proba
-
     if model.cfg.task != "lanes":
         raise UserError(f"{path}: orthophotos need a lanes model; this one is "
                         f"{model.cfg.task!r}")
@@ -116,6 +137,8 @@ def map_raster(model: Any, path: str | Path, cfg: MappingConfig,
     writer = (ClassRasterWriter(class_raster, height, width, transform, info.crs, classes)
               if class_raster is not None else None)
     pieces: list[Piece] = []
+    patches: list[Patch] = []  # crosswalks, arrows, other markings (12 classes)
+    area_ids = area_class_ids(classes)
     pixels = 0
     timings = {"read": 0.0, "inference": 0.0, "trace": 0.0, "join": 0.0}
     try:
@@ -124,18 +147,15 @@ def map_raster(model: Any, path: str | Path, cfg: MappingConfig,
                 t0 = time.perf_counter()
                 image = read_block(ds, info, cfg.gsd, block)
                 t1 = time.perf_counter()
-                probs = predict_proba(model, [prepare_sample(model.cfg, image)], cfg.tta,
-                                      batch_size=1)[0]
-                conf, ids = probs.max(dim=0)
+                ids_core, conf_core = segment_block(model, image, block.core, cfg.tta)
                 t2 = time.perf_counter()
-                r0, c0, r1, c1 = block.core
-                ids_core = ids[r0:r1, c0:c1].numpy().astype(np.uint8)
-                conf_core = conf[r0:r1, c0:c1].numpy()
                 row, col = block.core_origin
                 if writer is not None:
                     writer.write(row, col, ids_core)
                 core_t = transform @ Affine.translation(col, row)
-                pieces.extend(trace_block(ids_core, conf_core, core_t, cfg.gsd, len(classes)))
+                pieces.extend(trace_block(ids_core, conf_core, core_t, cfg.gsd, len(classes),
+                                          skip=area_ids))
+                patches.extend(trace_areas(ids_core, conf_core, core_t, cfg.gsd, classes))
                 pixels += ids_core.size
                 timings["read"] += t1 - t0
                 timings["inference"] += t2 - t1
@@ -144,7 +164,8 @@ def map_raster(model: Any, path: str | Path, cfg: MappingConfig,
         if writer is not None:
             writer.close()
     t3 = time.perf_counter()
-    features = build_features(pieces, classes)
+    features = number_features(build_features(pieces, classes)
+                               + build_area_features(patches, classes))
     timings["join"] = time.perf_counter() - t3
     if area is not None:
         features = clip_features(features, area)

@@ -12,6 +12,11 @@ differ in size, so no padding between samples ever reaches a result) and :func:`
 (the batch on the model's device under the device's :class:`PrecisionPolicy`, lane tiles
 smaller than the model window padded up to it, then ``run_tta``). A model therefore answers a
 sample with the same probabilities whether it is evaluated, gated, served or batch-predicted.
+
+Lanes probabilities become a class mask in one place, :func:`lane_mask`, with the bundle's
+decision settings: per-class biases fitted on validation (``class_bias``, argmax of
+``log p + bias``) and the removal of short isolated pieces (``min_segment_m`` metres at the
+bundle's ``extra.gsd_m``). A bundle without them gets the plain argmax, as before.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from roadvision.errors import UserError
+from roadvision.geo.gsd import model_gsd
+from roadvision.models.config import ModelConfig
 from roadvision.models.preprocess import collate
 from roadvision.models.tta import TTA_MODES, run_tta
 
 from .precision import PrecisionPolicy
 
 __all__ = ["LOGITS", "MODES", "iter_batches", "forward_batch", "predict_proba", "predict",
-           "predict_dataset"]
+           "predict_dataset", "lane_mask", "drop_short_segments", "model_gsd_m"]
 
 LOGITS = "logits"  # the plain forward's raw, uncalibrated logits (calibration, validation)
 MODES = (*TTA_MODES, LOGITS)
@@ -110,6 +117,49 @@ def forward_batch(
     return out.cpu()
 
 
+def drop_short_segments(mask: np.ndarray, min_pixels: float) -> np.ndarray:
+    """``mask`` (class ids [H, W]) with every lane piece (8-connected, per class) whose extent,
+    the diagonal of its bounding box, is under ``min_pixels`` set to background. A piece
+    touching the tile's edge is kept: it may go on outside (a dash cut by the tile border)."""
+    import cv2  # OpenCV's labelling: in both the train and the serve extras (scipy is not)
+
+    out = mask.copy()
+    height, width = mask.shape
+    for cls in np.unique(mask):
+        if cls == 0:
+            continue
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(
+            (mask == cls).astype(np.uint8), connectivity=8)
+        x, y, w, h = (stats[:, k] for k in range(4))
+        edge = (x == 0) | (y == 0) | (x + w == width) | (y + h == height)
+        short = (np.hypot(w, h) < min_pixels) & ~edge
+        short[0] = False  # label 0: everything that is not this class
+        if short.any():
+            out[short[labels]] = 0
+    return out
+
+
+def lane_mask(probs: torch.Tensor, cfg: ModelConfig, gsd_m: float) -> np.ndarray:
+    """Class ids (uint8 [H, W]) from class probabilities [C, H, W], with ``cfg``'s decision
+    settings: argmax of ``log p + class_bias`` (plain argmax without biases), then pieces
+    shorter than ``cfg.min_segment_m`` metres at ``gsd_m`` metres per pixel removed."""
+    if cfg.class_bias:
+        bias = torch.tensor(cfg.class_bias, dtype=torch.float32).view(-1, 1, 1)
+        ids = (probs.float().clamp_min(1e-12).log() + bias).argmax(0)
+    else:
+        ids = probs.argmax(0)
+    mask = ids.to(torch.uint8).numpy()
+    if cfg.min_segment_m > 0:
+        mask = drop_short_segments(mask, cfg.min_segment_m / gsd_m)
+    return mask
+
+
+def model_gsd_m(model: nn.Module) -> float:
+    """The ground sample distance (m/px) a lanes model was trained at (``extra.gsd_m`` of a
+    loaded bundle; ``roadvision.geo.gsd.DEFAULT_GSD`` for a model that records none)."""
+    return model_gsd(getattr(model, "bundle_config", None) or {})[0]
+
+
 @contextmanager
 def _inference(model: nn.Module) -> Iterator[PrecisionPolicy]:
     """``model`` in eval mode and in its device's memory format for the block; the policy."""
@@ -152,13 +202,14 @@ def predict(
     of pixels}}``.
     """
     cfg = model.cfg
+    gsd_m = model_gsd_m(model) if cfg.task == "lanes" else 0.0
     results = []
     for p in predict_proba(model, samples, tta, batch_size):
         if cfg.task == "roadwork":
             prob = float(p)
             results.append({"probability": prob, "label": int(prob >= cfg.threshold)})
         else:
-            mask = p.argmax(dim=0).to(torch.uint8).numpy()
+            mask = lane_mask(p, cfg, gsd_m)
             counts = np.bincount(mask.ravel(), minlength=cfg.num_classes)
             shares = counts / max(1, mask.size)
             results.append({"mask": mask,
@@ -175,10 +226,12 @@ def predict_dataset(
     ``mode="logits"``: the raw, uncalibrated output of a plain forward, for calibration fitting
     and training-time validation (roadwork ``logit``: float; lanes ``logits``: [C, H, W]).
     Any other mode is a TTA mode for ``run_tta``: roadwork yields the calibrated ``prob``;
-    lanes the argmax ``pred`` mask and its ``confidence`` (max class probability per pixel,
-    averaged over the tile). Both yield the sample's ``label`` / ``mask`` when it has one.
+    lanes the ``pred`` mask (:func:`lane_mask`) and its ``confidence`` (max class probability
+    per pixel, averaged over the tile). Both yield the sample's ``label`` / ``mask`` when it
+    has one.
     """
     task = model.cfg.task
+    gsd_m = model_gsd_m(model) if task == "lanes" else 0.0
     with _inference(model) as policy:
         for indices, batch in iter_batches(dataset, batch_size):
             out = forward_batch(model, batch, mode, policy)
@@ -192,7 +245,7 @@ def predict_dataset(
                     if mode == LOGITS:
                         res["logits"] = out[k].numpy()
                     else:
-                        res["pred"] = out[k].argmax(0).numpy().astype(np.uint8)
+                        res["pred"] = lane_mask(out[k], model.cfg, gsd_m)
                         res["confidence"] = float(out[k].max(0).values.mean())
                     if "mask" in batch:
                         res["mask"] = batch["mask"][k].numpy()

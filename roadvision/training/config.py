@@ -16,7 +16,11 @@ from typing import Any
 from roadvision.data.augment import LEVELS, check_appearance
 from roadvision.errors import UserError
 
-__all__ = ["TrainConfig", "PROFILES"]
+__all__ = ["TrainConfig", "PROFILES", "LANE_LOSSES"]
+
+#: Lanes loss choices: Dice + focal, or Dice + focal + soft clDice (models.losses), whose
+#: weight is ``cldice_weight``. Both are recorded in the bundle's train_config.
+LANE_LOSSES = ("dice_focal", "dice_focal_cldice")
 
 
 @dataclass
@@ -39,10 +43,17 @@ class TrainConfig:
     accumulation: int = 1  # gradient accumulation: batches per optimiser step
     clip: float | None = 1.0  # max gradient norm; None = no clipping
     loss_weights: dict[str, float] = field(default_factory=dict)  # passed to create_loss
+    lane_loss: str = "dice_focal"  # lanes: one of LANE_LOSSES
+    cldice_weight: float = 0.5  # weight of the clDice term when lane_loss includes it
 
     # --- distillation (roadvision.training.distill)
     distill_alpha: float = 0.5  # loss = alpha * hard + (1 - alpha) * T^2 * KL(teacher || student)
     distill_temperature: float = 2.0  # softening temperature T for both distributions
+    # unlabelled pool (synth://TASK?n=N&size=S&seed=S or a folder): soft targets only
+    distill_unlabelled: str = ""
+    # teacher targets: "cache" (once per image, un-augmented, on disk), "online" (every step,
+    # on the student's augmented input); "auto" = cache for roadwork, online for lanes
+    distill_targets: str = "auto"
 
     # --- selection
     patience: int = 5  # epochs without val improvement before stopping; 0 = never stop early
@@ -86,9 +97,16 @@ class TrainConfig:
             raise UserError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if self.distill_temperature <= 0:
             raise UserError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.distill_targets not in ("auto", "cache", "online"):
+            raise UserError(f"distill_targets {self.distill_targets!r} is not auto, cache or "
+                            "online")
         if self.calibration_folds < 0 or self.calibration_folds == 1:
             raise UserError(f"calibration_folds must be 0 (val) or >= 2, got "
                             f"{self.calibration_folds}")
+        if self.lane_loss not in LANE_LOSSES:
+            raise UserError(f"lane_loss {self.lane_loss!r} is not one of {LANE_LOSSES}")
+        if self.cldice_weight < 0:
+            raise UserError(f"cldice_weight must be >= 0, got {self.cldice_weight}")
         if self.patience < 0:
             raise UserError(f"patience must be >= 0, got {self.patience}")
         self.appearance = list(check_appearance(self.appearance))
@@ -102,6 +120,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def loss_options(self, task: str) -> dict[str, Any]:
+        """Keyword arguments for ``create_loss(task, ...)``: ``loss_weights`` plus what
+        ``lane_loss`` adds (an explicit ``loss_weights["cldice"]`` wins)."""
+        options = dict(self.loss_weights)
+        if task == "lanes" and self.lane_loss == "dice_focal_cldice":
+            options.setdefault("cldice", self.cldice_weight)
+        return options
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"

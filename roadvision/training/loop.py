@@ -50,6 +50,9 @@ from roadvision.training.schedule import create_scheduler
 __all__ = ["TrainResult", "fit", "validate", "collate_batch", "seed_everything"]
 
 LossFn = Callable[[dict[str, Any], dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
+#: Called with each epoch's history record once the epoch is checkpointed; an exception it
+#: raises (a sweep's ``optuna.TrialPruned``) ends the run there, resumable as any other stop.
+EpochCallback = Callable[[dict[str, Any]], None]
 BUNDLE_DIR = "bundle"
 HISTORY = "history.json"
 
@@ -171,6 +174,7 @@ def fit(
     loss_fn: LossFn,
     *,
     bundle_extra: dict[str, Any] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_ds``, select on ``val_ds``, write ``out_dir/bundle``.
 
@@ -289,4 +293,6 @@ def fit(
             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "stopped": stopped,
             "history": json.dumps(history, default=str),
         })
+        if on_epoch is not None:
+            on_epoch(dict(record))
     return TrainResult(out / BUNDLE_DIR, history, best, best_epoch, stopped, finished=True)

@@ -12,9 +12,9 @@ from roadvision.runtime.device import resolve_device
 from roadvision.runtime.readers import load_rows
 from roadvision.training.config import TrainConfig
 from roadvision.training.datasets import TrainingDataset
-from roadvision.training.loop import TrainResult, fit, seed_everything
+from roadvision.training.loop import EpochCallback, TrainResult, fit, seed_everything
 
-__all__ = ["train", "build_model", "build_datasets", "dataset_extra"]
+__all__ = ["train", "build_model", "build_loss", "build_datasets", "dataset_extra"]
 
 
 def _task(info: DatasetInfo, data_dir: str | Path, cfg: TrainConfig) -> str:
@@ -90,19 +90,31 @@ def dataset_extra(data_dir: str | Path) -> dict[str, Any]:
     return extra
 
 
-def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig) -> TrainResult:
+def build_loss(model: Any, cfg: TrainConfig) -> Any:
+    """The training loss of ``model`` under ``cfg`` (``loss_weights``, ``lane_loss``), sized to
+    the model's classes (4 or 12 for lanes). Every trainer builds its loss here."""
+    from roadvision.models.losses import create_loss
+
+    options = cfg.loss_options(model.cfg.task)
+    if model.cfg.task == "lanes":
+        options.setdefault("num_classes", model.cfg.num_classes)
+    return create_loss(model.cfg.task, **options)
+
+
+def train(data_dir: str | Path, out_dir: str | Path, cfg: TrainConfig, *,
+          on_epoch: EpochCallback | None = None) -> TrainResult:
     """Train a model on ``data_dir``'s train split, select on val, write ``out_dir/bundle``.
 
     Resumes from ``out_dir/checkpoint`` when present (same config expected). Writes
     ``history.json`` and ``train_config.json`` beside it. The test split is never read.
+    ``on_epoch`` sees each epoch's history record (a sweep prunes on it).
     """
-    from roadvision.models.losses import create_loss
-
     if not Path(data_dir).is_dir():
         raise UserError(f"data set {data_dir} is not a directory")
     # seed before the model exists: its random init must not depend on what ran before
     seed_everything(cfg.seed, cfg.deterministic, resolve_device(cfg.device))
     model = build_model(data_dir, cfg)
     train_ds, val_ds = build_datasets(data_dir, model.cfg, cfg)
-    loss = create_loss(model.cfg.task, **cfg.loss_weights)
-    return fit(model, train_ds, val_ds, cfg, out_dir, loss, bundle_extra=dataset_extra(data_dir))
+    loss = build_loss(model, cfg)
+    return fit(model, train_ds, val_ds, cfg, out_dir, loss, bundle_extra=dataset_extra(data_dir),
+               on_epoch=on_epoch)
