@@ -103,6 +103,10 @@ def test_the_loop_from_served_traffic_to_a_judged_challenger(tmp_path, capsys,
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
+        # a step called by hand, not inside a pipeline run (an earlier test's may linger)
+        for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "ROADVISION_PIPELINE_RUN_ID",
+                    "KFP_RUN_ID"):
+            mp.delenv(key, raising=False)
         try:
             # -- the champion, registered with its drift reference, served with a canary slot
             champion, labelled = _train_champion(root)
