@@ -85,22 +85,14 @@ def trace_areas(classes: np.ndarray, confidence: np.ndarray, transform: Affine, 
 
 
 def _groups(polygons: list[Polygon], gap: float) -> list[list[int]]:
-    """Indices of the polygons that lie within ``gap`` of each other, transitively."""
-    tree = shapely.STRtree(polygons)
-    parent = list(range(len(polygons)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    left, right = tree.query(polygons, predicate="dwithin", distance=gap)
-    for a, b in zip(left.tolist(), right.tolist(), strict=True):
-        parent[root(a)] = root(b)
+    """Indices of the polygons that lie within ``gap`` of each other, transitively: grown by
+    half the gap, such polygons overlap, and their union's parts are the groups."""
+    merged = shapely.union_all([p.buffer(gap / 2) for p in polygons])
+    parts = shapely.STRtree(list(getattr(merged, "geoms", [merged])))
     groups: dict[int, list[int]] = {}
-    for i in range(len(polygons)):
-        groups.setdefault(root(i), []).append(i)
+    for i, polygon in enumerate(polygons):
+        part = int(parts.query(polygon.representative_point(), predicate="intersects")[0])
+        groups.setdefault(part, []).append(i)
     return list(groups.values())
 
 
