@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import multiprocessing
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ os.environ.setdefault("ROADVISION_QUIET", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks._runner import add_common_arguments, bench_parser, run_and_report  # noqa: E402
 from roadvision.data.augment import APPEARANCE  # noqa: E402
 from roadvision.training import TrainConfig, train  # noqa: E402
 
@@ -182,9 +181,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_cross_domain",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser("bench_cross_domain", __doc__)
     parser.add_argument("--quick", action="store_true",
                         help="tiny images and models, 1 epoch (a few minutes): the wiring")
     parser.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS))
@@ -195,27 +192,8 @@ def main(argv: list[str] | None = None) -> None:
                              "appearance, balance, freeze, all (default: baseline,all)")
     parser.add_argument("--freeze-epochs", type=int, default=1)
     parser.add_argument("--unfreeze-epochs", type=int, default=2)
-    parser.add_argument("--n", type=int, default=None, help="samples per task (all families)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                        help="trainings at a time, one process each")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
-    parser.add_argument("--work", type=Path, default=None, help="keep data and runs here")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        args.work = (args.work or Path(tmp)).resolve()
-        args.work.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        rows = run(args)
-        print_table(rows)
-        print(f"(cross_domain took {time.perf_counter() - t0:.0f} s)")
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=2) + "\n")
-
+    add_common_arguments(parser, samples_help="samples per task (all families)")
+    run_and_report("cross_domain", parser.parse_args(argv), run, print_table)
 
 if __name__ == "__main__":
     main()

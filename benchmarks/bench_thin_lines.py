@@ -23,11 +23,9 @@ the held-out family. Scores are on synthetic data and labelled so.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -38,6 +36,7 @@ os.environ.setdefault("ROADVISION_QUIET", "1")
 
 import torch  # noqa: E402
 
+from benchmarks._runner import add_common_arguments, bench_parser, run_and_report  # noqa: E402
 from benchmarks.bench_cross_domain import make_data, split_holdout  # noqa: E402
 from roadvision.training import TrainConfig  # noqa: E402
 
@@ -166,9 +165,7 @@ def print_table(rows: list[dict[str, Any]], holdout: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_thin_lines",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser("bench_thin_lines", __doc__)
     parser.add_argument("--quick", action="store_true",
                         help="tiny images and models, a few steps (about 3 min): the wiring")
     parser.add_argument("--holdout", default="camera", help="family held out (default camera)")
@@ -177,15 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cldice-weight", type=float, default=0.5)
     parser.add_argument("--min-segment-m", type=float, default=1.5,
                         help="short-piece limit in metres for min_segment/both")
-    parser.add_argument("--n", type=int, default=None, help="lanes samples (all families)")
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                        help="trainings at a time, one process each")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
-    parser.add_argument("--work", type=Path, default=None, help="keep data and runs here")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    add_common_arguments(parser, samples_help="lanes samples (all families)")
     parser.add_argument("--bundle", type=Path, default=None,
                         help="score this trained lanes bundle's decisions; no training")
     parser.add_argument("--inside", type=Path, default=None,
@@ -196,17 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [t for t in args.trainings if t not in TRAININGS]
     if unknown:
         raise SystemExit(f"unknown training(s) {unknown}; choose from {sorted(TRAININGS)}")
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        args.work = (args.work or Path(tmp)).resolve()
-        args.work.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        rows = run(args)
-        print_table(rows, args.holdout if args.bundle is None else str(args.held))
-        print(f"(thin_lines took {time.perf_counter() - t0:.0f} s)")
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=2) + "\n")
-
+    where = args.holdout if args.bundle is None else str(args.held)
+    run_and_report("thin_lines", args, run, lambda rows: print_table(rows, where))
 
 if __name__ == "__main__":
     main()

@@ -28,24 +28,15 @@ def train_config(*, task: str, training_profile: str, model_preset: str, epochs:
     ``overrides``: a JSON object of ``TrainConfig`` fields applied last (a sweep trial's
     hyper-parameters); "" changes nothing.
     """
-    import json
-
-    from roadvision.errors import UserError
     from roadvision.training import TrainConfig
+    from roadvision.training.config import parse_json_object
 
     cfg = TrainConfig.for_profile(
         training_profile, task, preset=model_preset or None, epochs=int(epochs),
         batch_size=int(batch_size), max_steps_per_epoch=int(max_steps_per_epoch) or None,
         seed=int(seed))
-    if not overrides.strip():
-        return cfg
-    try:
-        changes = json.loads(overrides)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"overrides: not JSON ({exc.msg})") from None
-    if not isinstance(changes, dict):
-        raise UserError("overrides: expected a JSON object of TrainConfig fields")
-    return cfg.replace(**changes)
+    changes = parse_json_object(overrides, "overrides", "TrainConfig fields")
+    return cfg.replace(**changes) if changes else cfg
 
 
 def fold_ids(rows: Any, folds: int, seed: int = 0) -> Any:

@@ -23,12 +23,6 @@ from kfp import dsl
 from roadvision.components.check_params import check_params
 from roadvision.components.error_analysis import error_analysis
 from roadvision.components.evaluate import evaluate
-from roadvision.components.gate import gate
-from roadvision.components.gps_weighting import gps_weighting
-from roadvision.components.ingest import ingest
-from roadvision.components.promote import promote
-from roadvision.components.register import register
-from roadvision.components.split import split
 from roadvision.components.sweep import (
     SweepParams,
     fixed_run_params,
@@ -36,8 +30,8 @@ from roadvision.components.sweep import (
     sweep_select,
 )
 from roadvision.components.train import train
-from roadvision.components.validate import validate
 from roadvision.pipelines import _tasks
+from roadvision.pipelines._stages import prepare_data, release
 from roadvision.pipelines.cluster import ClusterSettings
 
 __all__ = ["PIPELINE_NAME", "build_sweep_pipeline"]
@@ -119,16 +113,10 @@ def build_sweep_pipeline(settings: ClusterSettings | None = None):
                              "Check parameters", cache=False)
         plan = pod(sweep_plan(**plan_inputs), "Plan trials (Optuna)")
         plan.after(checked_params)
-        raw = pod(ingest(data_uri=data_uri, task=task, s3_endpoint_url=s3_endpoint_url, **run),
-                  "Ingest data", io=True)
-        raw.after(checked_params)
-        checked = pod(validate(dataset=raw.outputs["dataset"], **run), "Validate data")
-        splits = pod(split(dataset=raw.outputs["dataset"], holdout_cities=holdout_cities,
-                           min_distance_m=min_distance_m, seed=seed, **run), "Split by city")
-        splits.after(checked)
-        weighted = pod(gps_weighting(dataset=splits.outputs["split_dataset"],
-                                     target_regions=target_regions, **run), "Weight by GPS")
-        data = weighted.outputs["weighted_dataset"]
+        data = prepare_data(pod, checked_params, task=task, data_uri=data_uri,
+                            s3_endpoint_url=s3_endpoint_url, holdout_cities=holdout_cities,
+                            min_distance_m=min_distance_m, seed=seed,
+                            target_regions=target_regions, run=run)
 
         with dsl.ParallelFor(items=plan.outputs["Output"], name="Sweep trials") as trial:
             trained = gpu(pod(train(data=data, member=trial.number, overrides=trial.overrides,
@@ -144,17 +132,10 @@ def build_sweep_pipeline(settings: ClusterSettings | None = None):
         tested = pod(evaluate(model=best, data=data, name="evaluate-sweep", tta=tta, **run),
                      "Evaluate winner on test")
         analysis = pod(error_analysis(model=best, data=data, **run), "Error analysis")
-        registered = pod(register(model=best, metrics=tested.outputs["metrics"], data=data,
-                                  report=analysis.outputs["report"], teacher_headlines=[],
-                                  task=task, model_name=model_name, **run),
-                         "Register as challenger", io=True, cache=False)
-        decision = pod(gate(metrics=tested.outputs["metrics"], data=data,
-                            version=registered.outputs["Output"], task=task, model_name=model_name,
-                            tta=tta, min_delta=min_delta, slice_tolerance=slice_tolerance,
-                            absolute_floor=absolute_floor, min_slice_size=min_slice_size, **run),
-                       "Gate", io=True, cache=False)
-        with dsl.If(decision.outputs["Output"] == True, name="Gate passed"):  # noqa: E712 (KFP condition)
-            pod(promote(version=registered.outputs["Output"], task=task, model_name=model_name,
-                        **run), "Promote to champion", io=True, cache=False)
+        release(pod, model=best, metrics=tested.outputs["metrics"], data=data,
+                report=analysis.outputs["report"], teacher_headlines=[], task=task,
+                model_name=model_name, tta=tta, min_delta=min_delta,
+                slice_tolerance=slice_tolerance, absolute_floor=absolute_floor,
+                min_slice_size=min_slice_size, run=run)
 
     return sweep_pipeline

@@ -34,17 +34,11 @@ from roadvision.components.check_params import check_params
 from roadvision.components.distill import distill
 from roadvision.components.error_analysis import error_analysis
 from roadvision.components.evaluate import evaluate
-from roadvision.components.gate import gate
-from roadvision.components.gps_weighting import gps_weighting
-from roadvision.components.ingest import ingest
-from roadvision.components.promote import promote
 from roadvision.components.pseudo_label import keep_student, pseudo_label
-from roadvision.components.register import register
 from roadvision.components.run_params import RunParams
-from roadvision.components.split import split
 from roadvision.components.train import train
-from roadvision.components.validate import validate
 from roadvision.pipelines import _tasks
+from roadvision.pipelines._stages import prepare_data, release
 from roadvision.pipelines.cluster import ClusterSettings
 
 __all__ = ["PIPELINE_NAME", "build_pipeline", "training_pipeline"]
@@ -146,16 +140,10 @@ def build_pipeline(settings: ClusterSettings | None = None):
                     "seed": seed}
 
         plan = pod(check_params(**params), "Check parameters", cache=False)
-        raw = pod(ingest(data_uri=data_uri, task=task, s3_endpoint_url=s3_endpoint_url, **run),
-                  "Ingest data", io=True)
-        raw.after(plan)
-        checked = pod(validate(dataset=raw.outputs["dataset"], **run), "Validate data")
-        splits = pod(split(dataset=raw.outputs["dataset"], holdout_cities=holdout_cities,
-                           min_distance_m=min_distance_m, seed=seed, **run), "Split by city")
-        splits.after(checked)
-        weighted = pod(gps_weighting(dataset=splits.outputs["split_dataset"],
-                                     target_regions=target_regions, **run), "Weight by GPS")
-        data = weighted.outputs["weighted_dataset"]
+        data = prepare_data(pod, plan, task=task, data_uri=data_uri,
+                            s3_endpoint_url=s3_endpoint_url, holdout_cities=holdout_cities,
+                            min_distance_m=min_distance_m, seed=seed,
+                            target_regions=target_regions, run=run)
 
         with dsl.ParallelFor(items=plan.outputs["Output"], name="Ensemble members") as member:
             teacher = gpu(pod(train(data=data, member=member, model_preset=model_preset,
@@ -188,20 +176,12 @@ def build_pipeline(settings: ClusterSettings | None = None):
         student_eval = pod(evaluate(model=final, data=data, name="evaluate-student", tta=tta,
                                     **run), "Evaluate student")
         analysis = pod(error_analysis(model=final, data=data, **run), "Error analysis")
-        registered = pod(register(model=final,
-                                  metrics=student_eval.outputs["metrics"], data=data,
-                                  report=analysis.outputs["report"],
-                                  teacher_headlines=dsl.Collected(teacher_eval.outputs["Output"]),
-                                  task=task, model_name=model_name, **run),
-                         "Register as challenger", io=True, cache=False)
-        decision = pod(gate(metrics=student_eval.outputs["metrics"], data=data,
-                            version=registered.outputs["Output"], task=task, model_name=model_name,
-                            tta=tta, min_delta=min_delta, slice_tolerance=slice_tolerance,
-                            absolute_floor=absolute_floor, min_slice_size=min_slice_size, **run),
-                       "Gate", io=True, cache=False)
-        with dsl.If(decision.outputs["Output"] == True, name="Gate passed"):  # noqa: E712 (KFP condition)
-            pod(promote(version=registered.outputs["Output"], task=task, model_name=model_name,
-                        **run), "Promote to champion", io=True, cache=False)
+        release(pod, model=final, metrics=student_eval.outputs["metrics"], data=data,
+                report=analysis.outputs["report"],
+                teacher_headlines=dsl.Collected(teacher_eval.outputs["Output"]),
+                task=task, model_name=model_name, tta=tta, min_delta=min_delta,
+                slice_tolerance=slice_tolerance, absolute_floor=absolute_floor,
+                min_slice_size=min_slice_size, run=run)
 
     return training_pipeline
 

@@ -79,9 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(counted), closed = 503")
     parser.add_argument("--redis_pool_size", type=int, default=None,
                         help="Redis connections, opened at start")
-    parser.add_argument("--forward_workers", type=int, default=None,
-                        help="forward processes per model (default 1; each gets cores/N torch "
-                             "threads); 0 = the forward in a thread of this process")
+    parser.add_argument("--forward_workers", default=None,
+                        help="forward processes per model, each with cores/N torch threads; 0 = "
+                             "the forward in a thread of this process; auto (default) = a "
+                             "thread on CPU nodes of up to 2 usable cores, else 1 process")
+    parser.add_argument("--local_cache_bytes", type=int, default=None,
+                        help="in-process copy of hot cache entries in front of Redis, in bytes "
+                             "(default 64 MiB; 0 = off)")
     parser.add_argument("--payload_log_uri", default=None,
                         help="log a sample of requests and answers as parquet under this folder "
                              "or s3://bucket/prefix (default: off)")
@@ -112,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                         dest="imagery_catalogues", metavar="CATALOGUE", default=None,
                         help="imagery catalogue JSON (roadvision imagery index) for analysis by "
                              "coordinates; repeat for several (enables POST /v1/areas:analyze)")
+    parser.add_argument("--imagery-providers", "--imagery_providers", dest="imagery_providers",
+                        metavar="FILE", default=None,
+                        help="imagery provider chain (YAML/JSON, as `roadvision imagery "
+                             "providers` reads it), asked after the --imagery-catalogue ones: "
+                             "more catalogues, XYZ/WMTS tile providers for what they leave "
+                             "uncovered (enables POST /v1/areas:analyze)")
     parser.add_argument("--max-area-km2", "--max_area_km2", dest="max_area_km2", type=float,
                         default=None, help="largest area one request may ask for (default 4)")
     parser.add_argument("--areas-rate-limit", "--areas_rate_limit", dest="areas_rate_limit",
@@ -196,6 +206,20 @@ def challenger_specs(args: argparse.Namespace, names: list[str],
     return out
 
 
+def set_torch_threads(env: dict[str, str] | None = None) -> int:
+    """Size torch's thread pool to the cores this pod may use (``runtime.cores``), unless the
+    operator set ``OMP_NUM_THREADS``: torch's default is the node's core count, which under a
+    CPU limit means threads that mostly wait to be throttled."""
+    import torch
+
+    env = os.environ if env is None else env
+    if not env.get("OMP_NUM_THREADS"):
+        from roadvision.runtime.cores import usable_cores
+
+        torch.set_num_threads(usable_cores())
+    return torch.get_num_threads()
+
+
 def build_models(args: argparse.Namespace, config: ServingConfig,
                  redis: ResilientRedis | None, model_cls=RoadvisionModel) -> list:
     """Construct and load every model (an unnamed one is served under its task's name); with
@@ -245,7 +269,8 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
             host=args.host, allow_model_control=args.allow_model_control,
             max_windows=args.max_windows, request_timeout_s=args.request_timeout_s,
             ratelimit_on_outage=args.ratelimit_on_outage, redis_pool_size=args.redis_pool_size,
-            forward_workers=args.forward_workers, payload_log_uri=args.payload_log_uri,
+            forward_workers=args.forward_workers, local_cache_bytes=args.local_cache_bytes,
+            payload_log_uri=args.payload_log_uri,
             payload_log_sample_rate=args.payload_log_sample_rate,
             payload_log_fields=args.payload_log_fields, payload_log_gps=args.payload_log_gps,
             payload_log_flush_s=args.payload_log_flush_s, canary_percent=args.canary_percent,
@@ -257,6 +282,7 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
         if args.workers != 1:
             raise UserError("--workers must be 1: scale with replicas (one process each)")
         audit.configure()
+        torch_threads = set_torch_threads()
         redis = (ResilientRedis(config.redis_url, op_timeout_s=config.redis_timeout_s,
                                 pool_size=config.redis_pool_size)
                  if config.redis_url else None)
@@ -266,6 +292,7 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
                               on_outage=config.ratelimit_on_outage)
         areas = AreasConfig.from_env(
             catalogues=tuple(args.imagery_catalogues) if args.imagery_catalogues else None,
+            providers=args.imagery_providers,
             max_area_km2=args.max_area_km2, rate_limit=args.areas_rate_limit,
             cache_ttl_s=args.areas_cache_ttl_s, timeout_s=args.areas_timeout_s)
         guard = Guard(config, Authenticator(keys), limiter, redis=redis, areas=areas)
@@ -274,14 +301,17 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    log.info("serving %s on %s:%d (cache: %s, auth: %s, rate limit: %s/min, model control: %s)",
+    log.info("serving %s on %s:%d (cache: %s, auth: %s, rate limit: %s/min, model control: %s, "
+             "forward workers: %s, torch threads: %d)",
              [m.name for m in models], config.host, args.http_port, "on" if redis else "off",
              "on" if keys else "off", config.rate_limit_per_min or "off",
-             "on" if config.allow_model_control else "off")
-    if areas.catalogues:
-        log.info("areas: POST /v1/areas:analyze over %d imagery catalogue(s), at most %g km^2, "
-                 "rate limit %s per key", len(areas.catalogues), areas.max_area_km2,
-                 areas.rate_limit if redis else "off (no Redis)")
+             "on" if config.allow_model_control else "off",
+             config.forward_workers or "none (a thread)", torch_threads)
+    if areas.enabled:
+        log.info("areas: POST /v1/areas:analyze over %d imagery catalogue(s)%s, at most %g "
+                 "km^2, rate limit %s per key", len(areas.catalogues),
+                 f" then the providers of {areas.providers}" if areas.providers else "",
+                 areas.max_area_km2, areas.rate_limit if redis else "off (no Redis)")
     RoadvisionModelServer(
         guard=guard, http_port=args.http_port, grpc_port=args.grpc_port, workers=1,
         enable_grpc=args.enable_grpc, enable_docs_url=args.enable_docs_url,

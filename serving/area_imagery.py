@@ -1,151 +1,93 @@
-"""The imagery for an area: the server's catalogues, and the one lookup the areas route uses.
+"""The imagery for an area: the server's provider chain, and the rasters one answer reads.
 
-``ImageryCatalogues.find_imagery(area, date)`` is the only place ``serving/areas.py`` learns
-which rasters cover an area (a provider chain, ``roadvision.geo.providers``, replaces it there).
-Catalogues (``roadvision imagery index``) are kept parsed and re-read when their file changes;
-an entry's raster is found by ``roadvision.geo.catalogue.raster_uri``, and its version (the
-file's modification time and size) goes into the cache key, so re-flown imagery is never
-answered from an old mosaic.
+The lookup is the chain's (``roadvision.geo.providers.ImageryChain.plan``, the only place the
+areas route learns which imagery covers an area): the local catalogues given by
+``--imagery-catalogue`` first, then the providers of ``--imagery-providers FILE`` (the file
+``roadvision imagery providers`` reads: more catalogues, XYZ / WMTS tile providers), in that
+order. The chain keeps the catalogues parsed, re-reads one whose file changes and gives each
+raster a version (size and modification time) for the cache key.
+
+This module adds what serving needs around it: :func:`build_chain` from the server's settings,
+and :func:`opened_imagery`, which turns a plan into the rasters ``roadvision.mapping.area``
+reads. A planned tile provider is fetched there (on the areas thread, for the part the local
+rasters leave) into an in-memory GeoTIFF; one that fails (HTTP error, timeout, no image) is
+logged and skipped, and the next one is asked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from dataclasses import dataclass
-from pathlib import Path
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from roadvision.errors import UserError
-
-if TYPE_CHECKING:
-    from shapely.geometry.base import BaseGeometry
+if TYPE_CHECKING:  # the geo libraries load with the first area, not with the server
+    from roadvision.geo.providers import ImageryChain, ImageryPlan, ImagerySource
+    from roadvision.mapping.area import AreaImagery
 
 log = logging.getLogger("roadvision.serving.areas")
 
-__all__ = ["ImageryHit", "ImageryFound", "ImageryCatalogues"]
+__all__ = ["OpenedImagery", "build_chain", "opened_imagery"]
 
 
-@dataclass(frozen=True)
-class ImageryHit:
-    """One raster chosen for an area."""
+def build_chain(catalogues: Sequence[str], providers: str | None) -> ImageryChain:
+    """The chain of the server's catalogues (``catalogue-1``, ...), then its providers file
+    (the environment was read by ``AreasConfig.from_env`` already: not read again here)."""
+    from roadvision.geo.providers import ImageryChain
 
-    id: str
-    path: str  # what rasterio opens: a file, or an s3:// URI
-    date: str | None
-    gsd_m: float
-    version: str  # changes when the file does: modification time and size
+    return ImageryChain.from_config(providers, catalogues=catalogues, env=False)
 
 
-@dataclass(frozen=True)
-class ImageryFound:
-    """The rasters chosen for an area (preferred first) and what they leave uncovered."""
+@dataclass
+class OpenedImagery:
+    """The rasters of one answer, preferred first, and the tile providers that failed."""
 
-    hits: list[ImageryHit]
-    coverage: float  # share of the area covered, 0..1
-    uncovered: BaseGeometry  # WGS84
+    rasters: list[AreaImagery] = field(default_factory=list)  # what map_area reads
+    used: list[ImagerySource] = field(default_factory=list)  # the same, as the chain names them
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (provider, why) at fetch
+
+    @property
+    def tiles(self) -> ImagerySource | None:
+        """The tile provider whose tiles were fetched, if any."""
+        return next((s for s in self.used if s.kind != "catalogue"), None)
 
 
-class ImageryCatalogues:
-    """The imagery catalogues (``roadvision imagery index``) the server reads, kept parsed in
-    memory and re-read when a catalogue file changes."""
+@contextlib.contextmanager
+def opened_imagery(chain: ImageryChain, plan: ImageryPlan,
+                   stop: threading.Event | None = None) -> Iterator[OpenedImagery]:
+    """The plan's local rasters, then the first planned tile provider that answers, stitched
+    into an in-memory GeoTIFF (freed on exit) over the part the local rasters leave."""
+    from rasterio.io import MemoryFile
 
-    def __init__(self, paths: tuple[str, ...]) -> None:
-        from roadvision.geo.catalogue import read_catalogue
+    from roadvision.geo.providers import ProviderError
+    from roadvision.mapping.area import AreaImagery
 
-        self.paths = [Path(p) for p in paths]
-        self._docs: dict[Path, tuple[int, dict]] = {}
-        for path in self.paths:
-            self._docs[path] = (path.stat().st_mtime_ns, read_catalogue(path))
-
-    def _current(self) -> list[tuple[Path, dict]]:
-        from roadvision.geo.catalogue import read_catalogue
-
-        out = []
-        for path in self.paths:
+    opened = OpenedImagery()
+    for source in plan.local:
+        opened.rasters.append(AreaImagery(source.href, source.imagery_id, source.date))
+        opened.used.append(source)
+    with contextlib.ExitStack() as stack:
+        bbox = plan.tile_bbox
+        for source in plan.tiles if bbox is not None else ():
+            if stop is not None and stop.is_set():
+                break  # the caller stopped waiting: fetch no more
             try:
-                mtime = path.stat().st_mtime_ns
-            except OSError:
-                mtime = None
-            seen, doc = self._docs[path]
-            if mtime is not None and mtime != seen:
-                try:
-                    doc = read_catalogue(path)
-                    self._docs[path] = (mtime, doc)
-                except UserError as exc:  # a catalogue being rewritten: keep the last good one
-                    log.warning("imagery catalogue %s: %s; using the previous version", path,
-                                exc)
-            out.append((path, doc))
-        return out
-
-    def find_imagery(self, area: BaseGeometry, date: str | None = None) -> ImageryFound:
-        """The rasters to mosaic for the WGS84 ``area``, acquired on or before ``date``.
-
-        The one imagery lookup of the areas route (a provider chain replaces this method).
-        Candidates from every catalogue, finest GSD first and then the newest; each is taken
-        when it covers some of the area the ones before it left uncovered, until the area is
-        covered. A raster whose file is gone, or that would lie outside its catalogue's
-        folder, is skipped with a warning.
-        """
-        from shapely import unary_union
-        from shapely.geometry import shape
-
-        from roadvision.geo.catalogue import find_imagery
-
-        candidates = []
-        for path, doc in self._current():
-            for feature in find_imagery(doc, area.bounds):
-                props = feature["properties"]
-                acquired = props.get("datetime")
-                if date is not None and (acquired is None or acquired[:10] > date):
-                    continue
-                footprint = shape(feature["geometry"])
-                if footprint.intersects(area):
-                    candidates.append(((path, doc), feature, footprint))
-        candidates.sort(key=lambda c: c[1]["properties"].get("datetime") or "", reverse=True)
-        candidates.sort(key=lambda c: c[1]["properties"]["gsd_m"])
-        hits: list[ImageryHit] = []
-        covered: BaseGeometry | None = None
-        remaining = area
-        for source, feature, footprint in candidates:
-            gain = remaining.intersection(footprint)
-            if gain.is_empty or gain.area <= area.area * 1e-9:
+                pixels, transform = chain.fetch_tiles(source, bbox)
+            except ProviderError as exc:
+                log.warning("area %s: imagery provider %s skipped: %s",
+                            [round(v, 6) for v in bbox], exc.provider, exc.reason)
+                opened.skipped.append((exc.provider, exc.reason))
                 continue
-            hit = _hit(*source, feature)
-            if hit is None:
-                continue
-            hits.append(hit)
-            covered = footprint if covered is None else unary_union([covered, footprint])
-            remaining = area.difference(covered)
-            if remaining.is_empty or remaining.area <= area.area * 1e-9:
-                break
-        coverage = 1.0 - (remaining.area / area.area if not remaining.is_empty else 0.0)
-        return ImageryFound(hits, max(0.0, min(1.0, coverage)), remaining)
-
-
-def _hit(catalogue: Path, doc: dict, feature: dict) -> ImageryHit | None:
-    """The entry's raster (``catalogue.raster_uri``: beside the catalogue, or under the folder
-    it indexed), or None with a warning when it is gone or not a plain file."""
-    from roadvision.geo.catalogue import raster_uri
-
-    props = feature["properties"]
-    try:
-        uri = raster_uri(doc, feature, catalogue)
-    except UserError as exc:
-        log.warning("imagery catalogue %s: %s; skipped", catalogue, exc)
-        return None
-    if uri.startswith("s3://"):  # S3 objects: the catalogue's own version stands for theirs
-        version = f"catalogue-{catalogue.stat().st_mtime_ns}"
-        return ImageryHit(str(feature["id"]), uri, props.get("datetime"),
-                          float(props["gsd_m"]), version)
-    path = Path(uri)
-    try:
-        st = path.stat()
-    except OSError:
-        log.warning("imagery %s: %s is missing; skipped (re-run roadvision imagery index)",
-                    feature["id"], path)
-        return None
-    if path.is_symlink() or not path.is_file():
-        log.warning("imagery %s: %s is not a plain file; skipped", feature["id"], path)
-        return None
-    return ImageryHit(str(feature["id"]), str(path), props.get("datetime"),
-                      float(props["gsd_m"]), f"{st.st_mtime_ns}-{st.st_size}")
+            memfile = stack.enter_context(MemoryFile(ext=".tif"))
+            height, width = pixels.shape[:2]
+            # Kept in Web Mercator, as fetched: map_area warps it once onto its metric grid.
+            with memfile.open(driver="GTiff", height=height, width=width, count=3,
+                              dtype="uint8", crs="EPSG:3857", transform=transform) as ds:
+                ds.write(pixels.transpose(2, 0, 1))
+            opened.rasters.append(AreaImagery(memfile.name, source.imagery_id, None,
+                                              source.gsd_m))
+            opened.used.append(source)
+            break
+        yield opened

@@ -15,16 +15,22 @@ served version changes.
 
 A request goes: API key -> the route's rate-limit profile (``--areas-rate-limit``, default the
 seeds' ``50/h`` per key; 429 with Retry-After) -> body (``area_request``: 400/413/422) -> the
-imagery (:meth:`ImageryCatalogues.find_imagery`, the one lookup, over the catalogues given by
-``--imagery-catalogue``; 404 when none covers the area, 422 naming the uncovered part when one
-covers it only in part, unless ``allow_partial``) -> the cache (Redis, keyed by the normalised
-area, the imagery's versions, the model version, classes and format) -> on a miss,
-``roadvision.mapping.area.map_area`` on one worker thread (the event loop keeps answering;
-areas queue behind each other rather than share the CPU), under ``--areas-timeout-s`` (504; the
-mapping stops at its next block) -> a GeoJSON FeatureCollection (``roadvision`` holds the
-request's facts: imagery used, model, area, ``cached``) or a GeoPackage download.
+imagery (``ImageryChain.plan``, the one lookup, ``area_imagery``: the catalogues of
+``--imagery-catalogue`` first, then the providers of ``--imagery-providers FILE``, tile
+providers filling what the local rasters leave; 404 naming every provider tried and why when
+none covers the area, 422 naming the uncovered part when they cover it only in part, unless
+``allow_partial``) -> the cache (Redis, keyed by the normalised area, the imagery's versions:
+a raster's size and mtime, a tile provider's name, URL template and zoom; the model version,
+classes and format) -> on a miss, the tiles fetched and ``roadvision.mapping.area.map_area``
+run on one worker thread (the event loop keeps answering; areas queue behind each other rather
+than share the CPU), under ``--areas-timeout-s`` (504; the mapping stops at its next block) ->
+a GeoJSON FeatureCollection (``roadvision`` holds the request's facts: imagery used with its
+provider and attribution, model, area, ``cached``) or a GeoPackage download. A tile provider
+that fails (HTTP error, timeout) is skipped and the next asked; when none is left the answer
+is the 404 / 422 above, naming it and its error, never a 500.
 
-Without a catalogue, or without a lanes model, the route answers 404 saying what to configure.
+Without imagery configured, or without a lanes model, the route answers 404 saying what to
+configure.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -46,12 +53,14 @@ from fastapi.responses import Response
 from roadvision.errors import UserError
 
 from . import metrics
-from .area_imagery import ImageryCatalogues, ImageryFound, ImageryHit
+from .area_imagery import OpenedImagery, build_chain, opened_imagery
 from .auth import RateLimiter, parse_rate
 from .errors import DeadlineExceeded, NotReady, ServingError, Unprocessable
 from .redis_client import RedisUnavailable, ResilientRedis
 
 if TYPE_CHECKING:  # the geo libraries load with the first area, not with the server
+    from roadvision.geo.providers import ImageryPlan, ImagerySource
+
     from .area_request import AreaRequest
 
 log = logging.getLogger("roadvision.serving.areas")
@@ -81,6 +90,8 @@ class AreasConfig:
     """The areas route's settings; each has an environment variable (``from_env``)."""
 
     catalogues: tuple[str, ...] = ()  # ROADVISION_IMAGERY_CATALOGUES (os.pathsep-separated)
+    providers: str | None = None  # ROADVISION_IMAGERY_PROVIDERS: a provider chain file, after
+    # the catalogues (the format `roadvision imagery providers` reads)
     max_area_km2: float = 4.0  # ROADVISION_MAX_AREA_KM2; larger areas: 413
     rate_limit: str = "50/h"  # ROADVISION_AREAS_RATE_LIMIT; per key id, "off" = none
     cache_ttl_s: int = 86400  # ROADVISION_AREAS_CACHE_TTL_S; 0 = until Redis evicts
@@ -100,9 +111,21 @@ class AreasConfig:
             raise UserError(f"areas block must be >= 128 px, got {self.block}")
         parse_rate(self.rate_limit, "--areas-rate-limit")
         from roadvision.geo.catalogue import read_catalogue
+        from roadvision.geo.providers import load_config
 
-        for path in self.catalogues:  # a missing or foreign file stops the start, in one line
+        self.providers = str(self.providers) if self.providers else None
+        local = list(self.catalogues)
+        if self.providers:  # a bad chain file stops the start, in one line
+            local += [c.catalogue for c in load_config(self.providers)
+                      if c.kind == "catalogue" and c.enabled and c.catalogue
+                      and not c.catalogue.startswith("s3://")]
+        for path in local:  # a missing or foreign file stops the start, in one line
             read_catalogue(path)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any imagery is configured (else the route answers 404)."""
+        return bool(self.catalogues or self.providers)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> AreasConfig:
@@ -125,22 +148,34 @@ class AreasConfig:
 
 
 ENV_VARS = {"catalogues": "ROADVISION_IMAGERY_CATALOGUES",
+            # the same variable `roadvision imagery providers` reads: one chain file for both
+            "providers": "ROADVISION_IMAGERY_PROVIDERS",
             "max_area_km2": "ROADVISION_MAX_AREA_KM2",
             "rate_limit": "ROADVISION_AREAS_RATE_LIMIT",
             "cache_ttl_s": "ROADVISION_AREAS_CACHE_TTL_S",
             "cache_max_bytes": "ROADVISION_AREAS_CACHE_MAX_BYTES",
             "timeout_s": "ROADVISION_AREAS_TIMEOUT_S", "block": "ROADVISION_AREAS_BLOCK"}
-_TYPES = {"max_area_km2": float, "rate_limit": str, "cache_ttl_s": int, "cache_max_bytes": int,
-          "timeout_s": float, "block": int}
+_TYPES = {"providers": str, "max_area_km2": float, "rate_limit": str, "cache_ttl_s": int,
+          "cache_max_bytes": int, "timeout_s": float, "block": int}
 
 
 # --- cache ---------------------------------------------------------------------------------
 
-def area_cache_key(request: AreaRequest, hits: list[ImageryHit], model_version: str,
+def _imagery_key(source: ImagerySource) -> list[Any]:
+    """What identifies a source's pixels."""
+    if source.kind == "catalogue":  # the raster's size and mtime: re-flown imagery is new
+        return ["catalogue", source.imagery_id, source.href, source.version]
+    # Tiles have no mtime (and asking for an ETag would cost a fetch per request): their
+    # pixels are named by the provider, its URL template (never the key's value) and the zoom
+    # read; a provider re-rendering under the same template is seen after the cache TTL.
+    return [source.kind, source.provider, source.href, source.zoom]
+
+
+def area_cache_key(request: AreaRequest, sources: list[ImagerySource], model_version: str,
                    gsd: float, classes: tuple[str, ...] | None) -> str:
     """Everything that determines an answer, each part length-prefixed (parts cannot blur)."""
     digest = hashlib.sha256()
-    imagery = [(h.id, h.path, h.version) for h in hits]
+    imagery = [_imagery_key(s) for s in sources]
     for part in (request.area_digest(), orjson.dumps(imagery), model_version.encode(),
                  orjson.dumps([gsd, list(classes or []), request.format, request.date,
                                request.allow_partial])):
@@ -203,14 +238,14 @@ class _Served:
 
 
 class AreaRoutes:
-    """The areas endpoint. ``config`` None (or no catalogues): the route answers 404."""
+    """The areas endpoint. ``config`` None (or no imagery): the route answers 404."""
 
     def __init__(self, dataplane, guard, config: AreasConfig | None) -> None:
         self.dataplane = dataplane
         self.guard = guard
         self.config = config or AreasConfig()
-        self.catalogues = (ImageryCatalogues(self.config.catalogues)
-                           if self.config.catalogues else None)
+        self.chain = (build_chain(self.config.catalogues, self.config.providers)
+                      if self.config.enabled else None)
         limit, window = parse_rate(self.config.rate_limit)
         self.limiter = RateLimiter(guard.redis, limit, window_s=window, name="areas",
                                    timeout_s=guard.config.ratelimit_timeout_s,
@@ -221,7 +256,7 @@ class AreaRoutes:
             max_workers=1, thread_name_prefix="areas")
         self._nets: dict[str, Any] = {}  # version -> this process's copy of the network
         self._gsd: dict[str, float] = {}  # version -> the bundle's GSD
-        if self.catalogues is not None:
+        if self.chain is not None:
             # the geo stack (rasterio, shapely, scikit-image) loads at start, before the
             # server reports ready, not during the first area
             import roadvision.mapping.area  # noqa: F401
@@ -295,9 +330,10 @@ class AreaRoutes:
         guard = self.guard
         headers = dict(request.headers)
         key_id = guard.auth.key_id(headers, request.client.host if request.client else None)
-        if self.catalogues is None:
+        if self.chain is None:
             raise NotFound("analysis by coordinates needs imagery: start the server with "
-                           "--imagery-catalogue CATALOGUE.json (from roadvision imagery index)",
+                           "--imagery-catalogue CATALOGUE.json (from roadvision imagery index) "
+                           "or --imagery-providers FILE (a provider chain)",
                            code="areas_not_configured")
         lanes = self._lanes_models()
         if not lanes:
@@ -309,9 +345,11 @@ class AreaRoutes:
         asked = parse_area_request(body, self.config.max_area_km2)
         served = self._choose(lanes, asked.model)
         classes = check_classes(asked, served.classes)
-        found = self.catalogues.find_imagery(asked.area, asked.date)
-        self._check_coverage(asked, found)
-        key = area_cache_key(asked, found.hits, served.version, served.gsd, classes)
+        plan = self.chain.plan(asked.area, served.gsd, asked.date)
+        self._check_coverage(asked, plan.coverage, plan)
+        # keyed on the plan, before a tile is fetched: a hit touches no provider
+        sources = plan.sources()
+        key = area_cache_key(asked, sources, served.version, served.gsd, classes)
         cached, state = await self.cache.get(key, served.name)
         if cached is not None:
             content = cached
@@ -320,12 +358,15 @@ class AreaRoutes:
                 doc["roadvision"]["cached"] = True
                 content = orjson.dumps(doc)
         else:
-            content = await self._compute(asked, served, classes, found)
+            content, sources = await self._compute(asked, served, classes, plan)
+            # stored under what was read: when the preferred tile provider failed and the next
+            # answered, the key names that one (the preferred is asked again next time)
+            key = area_cache_key(asked, sources, served.version, served.gsd, classes)
             if state != "error":
                 await self.cache.set(key, content, served.name)
         response_headers = {
             "x-roadvision-model-version": served.version, "x-roadvision-cache": state,
-            "x-roadvision-imagery": ",".join(h.id for h in found.hits),
+            "x-roadvision-imagery": ",".join(s.imagery_id for s in sources),
             "x-roadvision-area-km2": f"{asked.area_km2:.6f}"}
         if asked.format == "gpkg":
             response_headers["content-disposition"] = 'attachment; filename="lane_markings.gpkg"'
@@ -334,28 +375,36 @@ class AreaRoutes:
         return Response(content, media_type=FORMATS[asked.format], headers=response_headers)
 
     @staticmethod
-    def _check_coverage(asked: AreaRequest, found: ImageryFound) -> None:
+    def _check_coverage(asked: AreaRequest, coverage: float, plan: ImageryPlan,
+                        skipped: Sequence[tuple[str, str]] = (), has_imagery: bool = True
+                        ) -> None:
+        """404 when no provider has imagery for the area, 422 when it covers only part of it
+        (unless allow_partial); both name each provider tried and why it could not answer."""
         from .area_request import area_km2
 
         where = f"the area {list(asked.bbox)}"
         if asked.date is not None:
             where += f" (imagery acquired on or before {asked.date})"
-        if not found.hits:
-            raise NotFound(f"no imagery in this server's catalogues covers {where}",
-                           code="no_imagery")
-        if found.coverage < 0.999 and not asked.allow_partial:
-            gap = found.uncovered
+        tried = [*plan.tried, *skipped]
+        detail = "; ".join(f"{name}: {why}" for name, why in tried)
+        if not has_imagery or (not plan.local and not plan.tiles):
+            raise NotFound(f"no imagery of this server's providers covers {where} ("
+                           f"{detail or 'no enabled provider'})", code="no_imagery")
+        if coverage < 0.999 and not asked.allow_partial:
+            gap = plan.uncovered
             raise Unprocessable(
-                f"the imagery covers {found.coverage:.1%} of {where}; uncovered: "
+                f"the imagery covers {coverage:.1%} of {where}; uncovered: "
                 f"{area_km2(gap):.6f} km^2 within bbox "
                 f"{[round(v, 6) for v in gap.bounds]}: ask for the covered part, or pass "
-                "\"allow_partial\": true", code="area_not_covered", reason="area_not_covered")
+                "\"allow_partial\": true" + (f" (providers tried: {detail})" if detail else ""),
+                code="area_not_covered", reason="area_not_covered")
 
     async def _compute(self, asked: AreaRequest, served: _Served,
-                       classes: tuple[str, ...] | None, found: ImageryFound) -> bytes:
+                       classes: tuple[str, ...] | None, plan: ImageryPlan
+                       ) -> tuple[bytes, list[ImagerySource]]:
         stop = threading.Event()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self._map, asked, served, classes, found,
+        future = loop.run_in_executor(self._executor, self._map, asked, served, classes, plan,
                                       stop)
         try:
             async with asyncio.timeout(self.config.timeout_s):
@@ -367,38 +416,45 @@ class AreaRoutes:
                                    reason="deadline") from None
 
     def _map(self, asked: AreaRequest, served: _Served, classes: tuple[str, ...] | None,
-             found: ImageryFound, stop: threading.Event) -> bytes:
-        """Map the area and render the answer (runs on the areas thread)."""
+             plan: ImageryPlan, stop: threading.Event) -> tuple[bytes, list[ImagerySource]]:
+        """Fetch the planned tiles, map the area and render the answer, with the sources
+        read (runs on the areas thread)."""
+        with opened_imagery(self.chain, plan, stop) as opened:
+            if plan.tiles and opened.tiles is None:  # every tile provider failed
+                self._check_coverage(asked, plan.local_coverage, plan, opened.skipped,
+                                     has_imagery=bool(plan.local))
+            coverage = plan.coverage if opened.tiles is not None else plan.local_coverage
+            return self._render(asked, served, classes, opened, coverage, stop), opened.used
+
+    def _render(self, asked: AreaRequest, served: _Served, classes: tuple[str, ...] | None,
+                opened: OpenedImagery, coverage: float, stop: threading.Event) -> bytes:
         from shapely.geometry import mapping
 
         from roadvision.geo.features import FEATURE_FIELDS
-        from roadvision.mapping.area import (
-            AreaConfig,
-            AreaImagery,
-            feature_collection,
-            gpkg_bytes,
-            map_area,
-        )
+        from roadvision.mapping.area import AreaConfig, feature_collection, gpkg_bytes, map_area
         from roadvision.mapping.batch import AREA_ONLY_FIELDS, PROVENANCE_FIELDS
 
         net = self._net(served)
-        rasters = [AreaImagery(h.path, h.id, h.date) for h in found.hits]
         provenance = {"model": served.name, "model_version": served.version}
         try:
-            result = map_area(net, rasters, asked.area, AreaConfig(
+            result = map_area(net, opened.rasters, asked.area, AreaConfig(
                 gsd=served.gsd, classes=classes, block=self.config.block), provenance,
                 cancelled=stop.is_set)
         except UserError as exc:  # a catalogued raster that no longer reads
             log.error("area %s: %s", list(asked.bbox), exc)
             raise ImageryUnavailable("a catalogued raster for this area could not be read; "
                                      "the server log has which") from None
+        by_id = {s.imagery_id: s for s in opened.used}
+        imagery = [{**i, "provider": by_id[i["id"]].provider, "kind": by_id[i["id"]].kind,
+                    "source": by_id[i["id"]].attribution or by_id[i["id"]].provider}
+                   if i["id"] in by_id else i for i in result.imagery]
         fields = [*FEATURE_FIELDS, *AREA_ONLY_FIELDS, *PROVENANCE_FIELDS]  # as batch writes
         if asked.format == "gpkg":
             return gpkg_bytes(result.features, result.crs, fields)
         facts = {
             "model": served.identity, "model_version": served.version,
-            "imagery": result.imagery, "area_km2": round(asked.area_km2, 6),
-            "coverage": round(found.coverage, 4), "gsd_m": served.gsd,
+            "imagery": imagery, "area_km2": round(asked.area_km2, 6),
+            "coverage": round(coverage, 4), "gsd_m": served.gsd,
             "classes": list(classes) if classes else served.classes[1:],
             "date": asked.date, "crs_source": result.crs.to_string(),
             "area": mapping(asked.area), "seconds": round(result.seconds, 3),

@@ -8,12 +8,22 @@ entry because metadata is canonicalised (normalised vocabulary, sorted keys) bef
 Values are the JSON of one instance's result, without the per-response fields (``cached``).
 Redis trouble never fails a request: reads return misses and writes are skipped, both counted
 in ``roadvision_cache_errors_total``.
+
+Two levels: a bounded in-process copy (``LocalCache``, LRU by bytes, same expiry) sits in front
+of Redis, so a repeat on the same replica costs no Redis round trip; Redis is what replicas
+share and what survives a restart. A key names the model version and the exact input, so a
+local copy can never be staler than Redis's. Writes of results that finish in the same
+event-loop turn (one micro-batch) travel in one Redis pipeline; each request still returns only
+after its results are stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +54,46 @@ def cache_key(
     return KEY_PREFIX + digest.hexdigest()
 
 
+class LocalCache:
+    """A bounded in-process map of encoded results: least recently used out first once
+    ``max_bytes`` is reached, each entry dropped ``ttl_s`` after it was stored (0: never)."""
+
+    def __init__(self, max_bytes: int, ttl_s: float = 0.0) -> None:
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        self.size = 0
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if expires and time.monotonic() >= expires:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: bytes) -> None:
+        if len(value) > self.max_bytes:
+            return
+        if key in self._entries:
+            self._drop(key)
+        expires = time.monotonic() + self.ttl_s if self.ttl_s else 0.0
+        self._entries[key] = (value, expires)
+        self.size += len(value)
+        while self.size > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: str) -> None:
+        value, _ = self._entries.pop(key)
+        self.size -= len(value)
+
+
 class PredictionCache:
     """Get/set instance results in Redis; ``redis=None`` disables caching (no errors counted).
 
@@ -52,16 +102,20 @@ class PredictionCache:
         model: ``model`` label for the metrics.
         ttl_s: expiry of each entry; 0 keeps entries until Redis evicts them.
         max_value_bytes: larger results (big lane masks) are not cached.
+        local_bytes: size of the in-process level in front of Redis (0: none).
     """
 
     def __init__(
         self, redis: ResilientRedis | None, model: str, *, ttl_s: int = 3600,
-        max_value_bytes: int = 1 << 20,
+        max_value_bytes: int = 1 << 20, local_bytes: int = 0,
     ) -> None:
         self.redis = redis
         self.model = model
         self.ttl_s = ttl_s
         self.max_value_bytes = max_value_bytes
+        self.local = LocalCache(local_bytes, ttl_s) if local_bytes and redis is not None else None
+        self._pending: list[tuple[str, bytes]] = []  # writes of this event-loop turn
+        self._flush: asyncio.Future | None = None
 
     @property
     def enabled(self) -> bool:
@@ -77,32 +131,66 @@ class PredictionCache:
             return [], True
         if self.redis is None:
             return [None] * len(keys), True
-        try:
-            raw = await self.redis.call(lambda r: r.mget(list(keys)))
-        except RedisUnavailable:
-            metrics.CACHE_ERRORS.labels(self.model).inc(len(keys))
-            return [None] * len(keys), False
+        raw: list[bytes | None] = [None] * len(keys)
+        if self.local is not None:
+            raw = [self.local.get(key) for key in keys]
+            local_hits = sum(v is not None for v in raw)
+            metrics.CACHE_LOCAL_HITS.labels(self.model).inc(local_hits)
+        ok = True
+        remote = [i for i, value in enumerate(raw) if value is None]
+        if remote:
+            try:
+                answers = await self.redis.call(lambda r: r.mget([keys[i] for i in remote]))
+            except RedisUnavailable:
+                metrics.CACHE_ERRORS.labels(self.model).inc(len(remote))
+                answers, ok = [None] * len(remote), False
+            for i, value in zip(remote, answers, strict=True):
+                raw[i] = value
         found: list[dict[str, Any] | None] = []
-        for value in raw:
+        for key, value in zip(keys, raw, strict=True):
             try:
                 found.append(orjson.loads(value) if value is not None else None)
             except orjson.JSONDecodeError:  # a foreign or truncated value: treat as a miss
                 found.append(None)
+                continue
+            if value is not None and self.local is not None:
+                self.local.put(key, value)
         hits = sum(v is not None for v in found)
         metrics.CACHE_HITS.labels(self.model).inc(hits)
-        metrics.CACHE_MISSES.labels(self.model).inc(len(found) - hits)
-        return found, True
+        if ok:  # instances Redis could not be asked about are errors, counted above
+            metrics.CACHE_MISSES.labels(self.model).inc(len(found) - hits)
+        return found, ok
 
     async def set_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
-        """Store results (one pipeline round trip); returns how many were stored."""
+        """Store results; returns how many reached Redis once they have.
+
+        The results of every request that stores in the same event-loop turn (the requests of
+        one micro-batch) share one pipeline round trip.
+        """
         if self.redis is None or not items:
-            return 0
-        if self.redis.circuit_open:  # the lookup already counted these instances as errors
             return 0
         payload = [(k, orjson.dumps(v)) for k, v in items]
         payload = [(k, v) for k, v in payload if len(v) <= self.max_value_bytes]
         if not payload:
             return 0
+        if self.local is not None:
+            for key, value in payload:
+                self.local.put(key, value)
+        if self.redis.circuit_open:  # the lookup already counted these instances as errors
+            return 0
+        self._pending.extend(payload)
+        if self._flush is None:
+            loop = asyncio.get_running_loop()
+            self._flush = loop.create_future()
+            loop.call_soon(lambda: loop.create_task(self._write_pending()))
+        stored = await asyncio.shield(self._flush)
+        return len(payload) if stored else 0
+
+    async def _write_pending(self) -> None:
+        """Write every pending result in one pipeline; resolves the waiting requests' future
+        with whether Redis took them."""
+        payload, self._pending = self._pending, []
+        future, self._flush = self._flush, None
 
         async def _write(client):
             pipe = client.pipeline(transaction=False)
@@ -114,5 +202,9 @@ class PredictionCache:
             await self.redis.call(_write)
         except RedisUnavailable:
             metrics.CACHE_ERRORS.labels(self.model).inc(len(payload))
-            return 0
-        return len(payload)
+            future.set_result(False)
+        except BaseException as exc:  # a bug or a cancelled loop: the waiters must not hang
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(True)

@@ -43,8 +43,11 @@ class ServingConfig:
     # load/unload routes (a key is needed too when auth is on)
     host: str = "127.0.0.1"  # ROADVISION_HOST; the address to bind (0.0.0.0 in containers)
     device: str = ""  # ROADVISION_DEVICE; "" = cuda when available, else cpu
-    forward_workers: int = 1  # ROADVISION_FORWARD_WORKERS; forward processes per model, each
-    # with cores/N torch threads; 0 = the forward in a thread of the server process
+    forward_workers: int | str = "auto"  # ROADVISION_FORWARD_WORKERS; forward processes per
+    # model, each with cores/N torch threads; 0 = the forward in a thread of the server process;
+    # auto = ``auto_forward_workers`` (resolved to an int here)
+    local_cache_bytes: int = 64 << 20  # ROADVISION_LOCAL_CACHE_BYTES; in-process copy of hot
+    # cache entries in front of Redis (0 = off): a repeat skips the Redis round trip
     payload_log_uri: str | None = None  # ROADVISION_PAYLOAD_LOG_URI; folder or s3://; None = off
     payload_log_sample_rate: float = 0.1  # ROADVISION_PAYLOAD_LOG_SAMPLE_RATE; share of requests
     payload_log_fields: str = "image,metadata,prediction"  # ROADVISION_PAYLOAD_LOG_FIELDS;
@@ -76,8 +79,9 @@ class ServingConfig:
                      "redis_pool_size", "max_windows", "canary_shadow_inflight"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.forward_workers = _forward_workers(self.forward_workers, self.device)
         for name in ("max_batch_wait_ms", "cache_ttl_s", "rate_limit_per_min",
-                     "forward_workers"):
+                     "forward_workers", "local_cache_bytes"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("redis_timeout_s", "ratelimit_timeout_s", "request_timeout_s"):
@@ -119,6 +123,7 @@ ENV_VARS = {
     "host": "ROADVISION_HOST",
     "device": "ROADVISION_DEVICE",
     "forward_workers": "ROADVISION_FORWARD_WORKERS",
+    "local_cache_bytes": "ROADVISION_LOCAL_CACHE_BYTES",
     "payload_log_uri": "ROADVISION_PAYLOAD_LOG_URI",
     "payload_log_sample_rate": "ROADVISION_PAYLOAD_LOG_SAMPLE_RATE",
     "payload_log_fields": "ROADVISION_PAYLOAD_LOG_FIELDS",
@@ -133,7 +138,7 @@ ENV_VARS = {
 _FLOATS = {"max_batch_wait_ms", "redis_timeout_s", "ratelimit_timeout_s", "request_timeout_s",
            "payload_log_sample_rate", "payload_log_flush_s", "canary_percent"}
 _STRINGS = {"redis_url", "api_keys_file", "max_tta", "device", "ratelimit_on_outage", "host",
-            "payload_log_uri", "payload_log_fields", "payload_log_gps"}
+            "payload_log_uri", "payload_log_fields", "payload_log_gps", "forward_workers"}
 _BOOLS = {"allow_model_control", "canary_shadow"}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -150,3 +155,37 @@ def _convert(name: str, raw: str, var: str):
     except ValueError as exc:
         kind = "a number" if name in _FLOATS else "an integer"
         raise UserError(f"{var}={raw!r} is not {kind}") from exc
+
+
+def auto_forward_workers(device: str = "", cores: int | None = None) -> int:
+    """``forward_workers=auto``: a worker process where the front and the forward each get
+    cores of their own, else the forward in a thread.
+
+    Measured side by side (benchmarks/RESULTS.md, "serving peers"): on 2 cores the second
+    process costs more than it gains (the front and the worker fight for the same cores, and
+    the copy and the socket hop add to each request), so the thread wins there. On a GPU the
+    forward's CPU share is small and a worker keeps the front's decoding from stalling it.
+    """
+    if device.startswith("cuda"):
+        return 1
+    if cores is None:
+        from roadvision.runtime.cores import usable_cores
+
+        cores = usable_cores()
+    return 0 if cores <= 2 else 1
+
+
+def _forward_workers(value: int | str, device: str) -> int:
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        if not device:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return auto_forward_workers(device)
+    try:
+        return int(text)
+    except ValueError:
+        raise UserError(f"forward_workers {value!r} is not an integer or 'auto'") from None

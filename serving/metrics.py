@@ -22,7 +22,14 @@ LATENCY = Histogram(
     "roadvision_request_latency_seconds", "Inference request latency, body read to response.",
     ["model", "protocol"], buckets=LATENCY_BUCKETS,
 )
-CACHE_HITS = Counter("roadvision_cache_hits_total", "Instances answered from Redis.", ["model"])
+CACHE_HITS = Counter("roadvision_cache_hits_total",
+                     "Instances answered from the cache (Redis or its in-process copy).",
+                     ["model"])
+CACHE_LOCAL_HITS = Counter(
+    "roadvision_cache_local_hits_total",
+    "Instances answered from the in-process copy in front of Redis (also in cache_hits).",
+    ["model"],
+)
 CACHE_MISSES = Counter(
     "roadvision_cache_misses_total", "Instances looked up in Redis and not found.", ["model"]
 )

@@ -44,10 +44,6 @@ from roadvision.monitoring.records import (
 
 log = logging.getLogger("roadvision.serving")
 
-#: The record's columns plus ``arm``: champion or challenger when a canary answered
-#: (``serving/canary.py``), null otherwise.
-LOG_COLUMNS = (*COLUMNS, "arm")
-
 LOGGED = Counter("roadvision_payload_log_records_total",
                  "Instances written to the payload log.", ["model"])
 DROPPED = Counter("roadvision_payload_log_dropped_total",
@@ -141,7 +137,7 @@ class PayloadLogger:
         rows = []
         for index, item in enumerate(job.items):
             image, result = item.instance.image, item.result or {}
-            row = dict.fromkeys(LOG_COLUMNS)
+            row = dict.fromkeys(COLUMNS)
             row.update(
                 ts=ts, request_id=request_id, instance=index, model=self.model,
                 model_version=job.loaded.version, task=job.loaded.task, protocol=job.protocol,
@@ -192,7 +188,7 @@ def _schema():
     types = {"ts": pa.float64(), "instance": pa.int32(), "image_bytes": pa.int64(),
              "image": pa.binary(), "probability": pa.float64(), "label": pa.int8(),
              "cached": pa.bool_(), "latency_ms": pa.float64()}
-    return pa.schema([(name, types.get(name, pa.string())) for name in LOG_COLUMNS])
+    return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
 
 
 _SCHEMA = _schema()

@@ -233,6 +233,7 @@ class RoadvisionModel(Model):
         self.cache = PredictionCache(
             redis, name, ttl_s=self.config.cache_ttl_s,
             max_value_bytes=self.config.cache_max_value_bytes,
+            local_bytes=self.config.local_cache_bytes,
         )
         self.loaded: LoadedModel | None = None
         self.payload_log = payload_logger(self.config, name)  # None unless configured

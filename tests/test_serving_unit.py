@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -534,3 +535,56 @@ def test_entry_point_model_specs():
     args = build_parser().parse_args(["--model", "a=/x", "--model", "a=/y"])
     with pytest.raises(UserError, match="unique"):
         model_specs(args, env={})
+
+
+def test_local_cache_evicts_least_recent_by_bytes_and_expires():
+    from roadvision.serving.cache import LocalCache
+
+    local = LocalCache(max_bytes=10)
+    local.put("a", b"1234")
+    local.put("b", b"5678")
+    assert local.get("a") == b"1234"  # now b is the least recently used
+    local.put("c", b"90ab")  # 12 bytes > 10: b goes
+    assert local.get("b") is None
+    assert local.get("a") == b"1234" and local.get("c") == b"90ab"
+    assert local.size == 8 and len(local) == 2
+    local.put("huge", b"x" * 11)  # larger than the whole budget: never stored
+    assert local.get("huge") is None and local.size == 8
+    local.put("a", b"12")  # replacing an entry accounts its new size
+    assert local.size == 6
+    expiring = LocalCache(max_bytes=100, ttl_s=0.05)
+    expiring.put("k", b"v")
+    assert expiring.get("k") == b"v"
+    time.sleep(0.06)
+    assert expiring.get("k") is None and expiring.size == 0
+
+
+def test_writes_of_one_loop_turn_share_one_pipeline(redis_server):
+    from roadvision.serving.cache import PredictionCache
+    from roadvision.serving.redis_client import ResilientRedis
+
+    async def run():
+        redis = ResilientRedis(redis_server.url)
+        cache = PredictionCache(redis, "m", ttl_s=60, local_bytes=1 << 20)
+        pipelines = []
+        real_call = redis.call
+
+        async def counting_call(fn):
+            pipelines.append(fn)
+            return await real_call(fn)
+
+        redis.call = counting_call
+        stored = await asyncio.gather(*[cache.set_many([(f"k{i}", {"p": i})])
+                                        for i in range(5)])
+        assert stored == [1] * 5
+        assert len(pipelines) == 1  # five requests, one round trip
+        pipelines.clear()
+        found, ok = await cache.get_many([f"k{i}" for i in range(5)])
+        assert ok and [f["p"] for f in found] == list(range(5))
+        assert pipelines == []  # all answered from the in-process copy
+        fresh = PredictionCache(redis, "m", ttl_s=60)  # another replica: Redis has them
+        found, ok = await fresh.get_many(["k3", "nope"])
+        assert ok and found[0] == {"p": 3} and found[1] is None
+        await redis.close()
+
+    asyncio.run(run())

@@ -107,7 +107,7 @@ def test_two_workers_compute_concurrent_batches(bundles):
 
 
 def test_a_crashed_worker_fails_its_batch_with_503_and_is_restarted(bundles):
-    model = RoadvisionModel("roadwork", str(bundles["roadwork"]), ServingConfig())
+    model = RoadvisionModel("roadwork", str(bundles["roadwork"]), ServingConfig(forward_workers=1))
     model.load()
     pool = model.loaded.batcher.runner
     assert isinstance(pool, ForwardPool)
@@ -165,10 +165,57 @@ def test_reload_starts_new_workers_before_stopping_the_old(bundles, tmp_path):
 
 
 def test_forward_workers_option():
-    assert ServingConfig().forward_workers == 1
+    from roadvision.runtime.cores import usable_cores
+    from roadvision.serving.config import auto_forward_workers
+
+    # auto: the forward in a thread on CPU nodes of up to 2 usable cores, else one process
+    assert ServingConfig(device="cpu").forward_workers == (0 if usable_cores() <= 2 else 1)
+    assert [auto_forward_workers("cpu", cores) for cores in (1, 2, 3, 16)] == [0, 0, 1, 1]
+    assert auto_forward_workers("cuda:0", 2) == 1
     assert ServingConfig.from_env({"ROADVISION_FORWARD_WORKERS": "0"}).forward_workers == 0
+    assert ServingConfig.from_env({"ROADVISION_FORWARD_WORKERS": "2"}).forward_workers == 2
+    assert ServingConfig.from_env({"ROADVISION_FORWARD_WORKERS": "AUTO"},
+                                  device="cpu").forward_workers in (0, 1)
     with pytest.raises(UserError, match="forward_workers"):
         ServingConfig(forward_workers=-1)
+    with pytest.raises(UserError, match="forward_workers 'many'"):
+        ServingConfig(forward_workers="many")
     from roadvision.serving.__main__ import build_parser
 
-    assert build_parser().parse_args(["--forward_workers", "3"]).forward_workers == 3
+    assert build_parser().parse_args(["--forward_workers", "3"]).forward_workers == "3"
+    assert ServingConfig(forward_workers="3").forward_workers == 3
+
+
+def test_usable_cores_reads_the_cgroup_quota(tmp_path):
+    from roadvision.runtime.cores import cgroup_cpu_limit, usable_cores
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")  # a 1.5-core limit
+    assert cgroup_cpu_limit(v2) == 1.5
+    assert usable_cores(v2) == min(2, len(os.sched_getaffinity(0)))
+    (v2 / "cpu.max").write_text("max 100000\n")  # no limit
+    assert cgroup_cpu_limit(v2) is None
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000")
+    (v1 / "cpu.cfs_period_us").write_text("100000")
+    assert cgroup_cpu_limit(tmp_path / "v1") == 1.0 and usable_cores(tmp_path / "v1") == 1
+    (v1 / "cpu.cfs_quota_us").write_text("-1")  # v1's "no limit"
+    assert cgroup_cpu_limit(tmp_path / "v1") is None
+    assert cgroup_cpu_limit(tmp_path / "none") is None
+
+
+def test_server_sizes_torch_threads_to_the_usable_cores():
+    import torch
+
+    from roadvision.runtime.cores import usable_cores
+    from roadvision.serving.__main__ import set_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(7)
+        assert set_torch_threads({"OMP_NUM_THREADS": "3"}) == 7  # the operator's choice stands
+        assert set_torch_threads({}) == usable_cores()
+    finally:
+        torch.set_num_threads(before)

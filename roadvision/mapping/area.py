@@ -2,13 +2,14 @@
 
 ``orthophoto.map_raster`` maps one raster; an area asked for by a WGS84 polygon may span
 several (a survey is delivered as tiles, and flights overlap). :func:`map_area` lays one output
-grid over the area, in the preferred raster's projected CRS at the model's GSD, and reads every
-raster onto it through a GDAL warped view (``WarpedVRT``: resampled, and reprojected where a
-raster's CRS differs), block by block. A pixel comes from the first raster, in the order given
-(finest GSD, then newest: the catalogue's order), that has it; pixels no raster has are
-background and never traced. Each block then takes the same path as ``map_raster``
-(``orthophoto.segment_block``: the runtime's sliding-window inference; ``geo.features``:
-tracing), and the pieces of all blocks are joined into features at the end.
+grid over the area, in the preferred raster's projected CRS at the model's GSD (its UTM zone
+when that raster is stitched Web Mercator tiles, whose metres are not ground metres), and reads
+every raster onto it through a GDAL warped view (``WarpedVRT``: resampled, and reprojected
+where a raster's CRS differs), block by block. A pixel comes from the first raster, in the
+order given (finest GSD, then newest: the chain's order, tiles last), that has it; pixels no
+raster has are background and never traced. Each block then takes the same path as
+``map_raster`` (``orthophoto.segment_block``: the runtime's sliding-window inference;
+``geo.features``: tracing), and the pieces of all blocks are joined into features at the end.
 
 Lines and, with 12 classes, crosswalks, arrows and other markings (``geo.areas``) are built as
 ``map_raster`` builds them. Clipping follows vendor deliveries (``geo.features.clip_features``):
@@ -43,7 +44,7 @@ from shapely.ops import transform as shapely_transform
 
 from roadvision.errors import UserError
 from roadvision.geo.areas import Patch, area_class_ids, build_area_features, trace_areas
-from roadvision.geo.crs import WGS84
+from roadvision.geo.crs import WGS84, utm_crs
 from roadvision.geo.features import (
     Piece,
     build_features,
@@ -64,9 +65,10 @@ __all__ = ["AreaImagery", "AreaConfig", "AreaResult", "Cancelled", "map_area",
 class AreaImagery:
     """One raster that may cover the area."""
 
-    path: str
+    path: str  # what rasterio opens (a file, an s3:// URI, a /vsimem/ file of stitched tiles)
     imagery_id: str
     date: str | None = None
+    gsd_m: float | None = None  # ground metres per pixel when the CRS's are not (tiles)
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,11 @@ def map_area(model: Any, rasters: Sequence[AreaImagery], area: BaseGeometry, cfg
                         np.uint8)
     infos = [open_info(r.path) for r in rasters]
     crs = infos[0].crs
+    if crs.to_epsg() == 3857:
+        # Web Mercator (stitched tiles) is projected but not metric on the ground (a metre of
+        # it is cos(latitude) m): the grid, lengths and widths go to the area's UTM zone.
+        centre = area.centroid
+        crs = rasterio.crs.CRS.from_epsg(utm_crs(centre.y, centre.x).to_epsg())
     area_m = _to_crs(area, WGS84, crs)
     height, width, transform = _grid(area_m, cfg.gsd)
     sources = []
@@ -237,7 +244,7 @@ def map_area(model: Any, rasters: Sequence[AreaImagery], area: BaseGeometry, cfg
         f["imagery_id"] = under.imagery.imagery_id if under else None
         f["imagery_date"] = under.imagery.date if under else None
     imagery = [{"id": s.imagery.imagery_id, "date": s.imagery.date,
-                "gsd_m": round(s.info.gsd, 4)} for s in used]
+                "gsd_m": round(s.imagery.gsd_m or s.info.gsd, 4)} for s in used]
     return AreaResult(features, crs, imagery, area_m.area / 1e6, mapped_px * cfg.gsd ** 2 / 1e6,
                       time.perf_counter() - start, {k: round(v, 3) for k, v in timings.items()})
 

@@ -8,7 +8,8 @@ the pseudo-label branch read them with :func:`read_logged`.
 ``image`` holds the request's image bytes only when the server logs images (``fields`` has
 ``image``); ``image_sha256`` is always there, a content reference to the bytes a client sent
 (the Redis cache keys on the same bytes). ``metadata`` is the request metadata as JSON, its GPS
-rounded or dropped as the server was told (:func:`sanitize_metadata`).
+rounded or dropped as the server was told (:func:`sanitize_metadata`). Logs written before a
+column was added (``arm``) lack it; :func:`read_logged` gives their rows null there.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ COLUMNS = (
     "metadata",  # JSON text (GPS rounded or dropped) or null
     "probability", "label", "class_shares",  # roadwork; lanes: class_shares JSON
     "cached", "cache_state", "latency_ms",
+    "arm",  # champion or challenger when a canary answered (serving/canary.py), else null
 )
 #: Optional parts of a record a server can leave out (``--payload_log_fields``).
 FIELDS = ("image", "metadata", "prediction")

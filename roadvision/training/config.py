@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from roadvision.data.augment import LEVELS, check_appearance
-from roadvision.errors import UserError
+from roadvision.errors import UserError, refuse_unknown_keys
 
-__all__ = ["TrainConfig", "PROFILES", "LANE_LOSSES"]
+__all__ = ["TrainConfig", "PROFILES", "LANE_LOSSES", "parse_json_object"]
 
 #: Lanes loss choices: Dice + focal, or Dice + focal + soft clDice (models.losses), whose
 #: weight is ``cldice_weight``. Both are recorded in the bundle's train_config.
@@ -134,10 +134,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise UserError(f"unknown train config key(s) {unknown}; valid keys: {names}")
+        refuse_unknown_keys(data, [f.name for f in fields(cls)], "train config")
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -153,6 +150,24 @@ class TrainConfig:
         base["preset"] = base["preset"].format(task=task)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(task=task, **base)
+
+
+def parse_json_object(text: str, what: str, holds: str) -> dict[str, Any]:
+    """The JSON object in a user's ``text`` (a pipeline parameter, a CLI option); blank = {}.
+
+    ``what`` starts each error message; ``holds`` says what the object should hold ("TrainConfig
+    fields"). Shared by a trial's ``overrides`` and the sweep's search space, so both refuse bad
+    text alike.
+    """
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{what}: not JSON ({exc.msg} at {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what}: expected a JSON object of {holds}")
+    return data
 
 
 def auto_workers() -> int:

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from roadvision.data.augment import LEVELS, check_appearance
-from roadvision.errors import UserError
-from roadvision.training.config import TrainConfig
+from roadvision.errors import UserError, refuse_unknown_keys
+from roadvision.training.config import TrainConfig, parse_json_object
 
 __all__ = ["SearchSpace", "SweepSettings", "TrialRecord", "SweepResult", "run_sweep",
            "plan_trials", "select_best", "TRIAL_KIND", "SWEEP_KIND"]
@@ -95,10 +95,7 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
         """From JSON-like data (lists for tuples); unknown keys are refused, naming the valid."""
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise UserError(f"unknown search space key(s) {unknown}; valid keys: {names}")
+        refuse_unknown_keys(data, [f.name for f in fields(cls)], "search space")
         try:
             return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
         except (TypeError, ValueError) as exc:
@@ -107,15 +104,7 @@ class SearchSpace:
     @classmethod
     def from_json(cls, text: str) -> SearchSpace:
         """``""`` = the default space; else a JSON object of :class:`SearchSpace` fields."""
-        if not text.strip():
-            return cls()
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"search space: not JSON ({exc.msg} at {exc.pos})") from None
-        if not isinstance(data, dict):
-            raise UserError("search space: expected a JSON object of ranges")
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json_object(text, "search space", "ranges"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
