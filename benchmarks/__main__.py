@@ -16,6 +16,7 @@ import sys
 COMMANDS: dict[str, list[str]] = {
     "data": ["benchmarks.bench_data"],
     "models": ["benchmarks.bench_models"],
+    "fuse": ["benchmarks.bench_fuse"],
     "serving": ["benchmarks.bench_serving"],
     "peers": ["benchmarks.bench_peers"],
     "reliability": ["benchmarks.bench_reliability"],

@@ -59,6 +59,7 @@ from benchmarks.peers.cpu_load import Load
 from benchmarks.peers.proctree import proc_stats, signal_tree, tree, tree_cpu
 from benchmarks.peers.protocols import (
     list_probability,
+    roadvision_v2_request,
     triton_probability,
     triton_request,
     v1_probability,
@@ -163,19 +164,29 @@ PEER_APPS: dict[str, PeerApp] = {
 }
 
 
+#: roadvision's second row: the same server answering Open Inference Protocol v2 with the
+#: binary extension, the request format PyTriton is measured with.
+ROADVISION_V2 = "roadvision_v2"
+
+
 def start_roadvision(bundle: Path, redis: Proc, redis_url: str, extra: list[str],
-                     logs: Path) -> Server:
+                     logs: Path, protocol: str = "v1") -> Server:
     port = _free_port()
     args = [*OWN_SESSION, sys.executable, "-m", "roadvision.serving",
             "--model", f"roadwork={bundle}", "--http_port", str(port), "--redis", redis_url,
             *ROADVISION_BATCH, "--enable_latency_logging", "false", *extra]
-    proc = Proc(args, port, logs / "roadvision.log",
+    name = "roadvision" if protocol == "v1" else "roadvision (v2 binary)"
+    proc = Proc(args, port, logs / f"{name.split()[0]}_{protocol}.log",
                 f"http://127.0.0.1:{port}/v2/models/roadwork/ready")
     from importlib.metadata import version
 
-    return Server("roadvision", version("roadvision"), proc,
-                  f"http://127.0.0.1:{port}/v1/models/roadwork:predict", v1_request,
-                  v1_probability, "max_batch_size 8, wait 2 ms, Redis cache"
+    url, request, probability = (
+        (f"http://127.0.0.1:{port}/v1/models/roadwork:predict", v1_request, v1_probability)
+        if protocol == "v1" else
+        (f"http://127.0.0.1:{port}/v2/models/roadwork/infer", roadvision_v2_request,
+         triton_probability))
+    return Server(name, version("roadvision"), proc, url, request, probability,
+                  "max_batch_size 8, wait 2 ms, Redis cache"
                   + (f", {' '.join(extra)}" if extra else ""), [redis.p.pid])
 
 
@@ -246,8 +257,7 @@ class Reference:
 
         torch.set_num_threads(THREADS)
         self.common = _common
-        self.model = _common.load_bundle(bundle)
-        self.model.eval()
+        self.model = _common.load_for_inference(bundle)  # as every server loads it
 
     def probability(self, image: bytes) -> float:
         return self.common.infer(self.model, [image])[0]
@@ -386,7 +396,7 @@ def goals(turns: dict[str, list[Turn]], condition: str) -> str:
     mine = turns["roadvision"]
     rps = _median([t.c16_rps for t in mine])
     peers = {name: _median([t.c16_rps for t in ts]) for name, ts in turns.items()
-             if name != "roadvision"}
+             if not name.startswith("roadvision")}
     best = max(peers.items(), key=lambda item: item[1], default=None)
     parts = [f"c=16 >= every peer: {'met' if best is None or rps >= best[1] else 'NOT met'}"
              + (f" ({rps:.1f} vs best peer {best[0]} {best[1]:.1f} req/s)" if best else "")]
@@ -443,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--throughput_requests", "--throughput-requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--conditions", default="quiet,loaded")
-    parser.add_argument("--servers", default=",".join(["roadvision", *PEER_APPS]),
+    parser.add_argument("--servers", default=",".join(["roadvision", ROADVISION_V2, *PEER_APPS]),
                         help="which to serve (roadvision and/or peers), comma-separated")
     parser.add_argument("--roadvision_args", "--roadvision-args", default="",
                         help='extra options for python -m roadvision.serving, e.g. '
@@ -456,8 +466,10 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     conditions = [c for c in args.conditions.split(",") if c]
     names = [name for name in args.servers.split(",") if name]
-    if set(conditions) - {"quiet", "loaded"} or set(names) - {"roadvision", *PEER_APPS}:
-        parser.error(f"conditions: quiet, loaded; servers: roadvision, {', '.join(PEER_APPS)}")
+    if (set(conditions) - {"quiet", "loaded"}
+            or set(names) - {"roadvision", ROADVISION_V2, *PEER_APPS}):
+        parser.error(f"conditions: quiet, loaded; servers: roadvision, {ROADVISION_V2}, "
+                     f"{', '.join(PEER_APPS)}")
 
     import torch
 
@@ -492,7 +504,11 @@ def main(argv: list[str] | None = None) -> None:
             servers.append(start_roadvision(bundle, redis, f"redis://127.0.0.1:{redis_port}/0",
                                             shlex.split(args.roadvision_args), logs))
             _settle(servers[-1], reference, fresh(1))
-        for name in (name for name in names if name != "roadvision"):
+        if ROADVISION_V2 in names:
+            servers.append(start_roadvision(bundle, redis, f"redis://127.0.0.1:{redis_port}/0",
+                                            shlex.split(args.roadvision_args), logs, "v2"))
+            _settle(servers[-1], reference, fresh(1))
+        for name in (name for name in names if name not in ("roadvision", ROADVISION_V2)):
             print(f"starting {name} ...", flush=True)
             try:
                 servers.append(start_peer(name, bundle, logs))
@@ -530,12 +546,13 @@ def main(argv: list[str] | None = None) -> None:
           f"interleaved; per turn {args.requests} sequential requests (c=1), "
           f"{args.throughput_requests} at c={args.concurrency}, each a new 224x224 JPEG; "
           "figures are medians over rounds. Requests: KServe v1 JSON (one base64 instance) for "
-          "roadvision, FastAPI, Ray Serve, LitServe and BentoML; PyTriton: v2 with Triton's "
-          "binary extension (the JPEG as a BYTES tensor). CPU ms/req: user+system CPU of the "
-          "server's process tree (Redis included for roadvision) per request. Every server "
-          "and load process runs in its own session (autogroup scheduling shares the CPU "
-          "between sessions first). Bare forward: `predict(model, [sample])` here, sample "
-          f"prepared; with JPEG decode and preprocessing {1000 * pipeline:.2f} ms p50.")
+          "roadvision, FastAPI, Ray Serve, LitServe and BentoML; PyTriton and roadvision (v2 "
+          "binary): v2 with Triton's binary extension (the JPEG as a BYTES tensor). CPU "
+          "ms/req: user+system CPU of the server's process tree (Redis included for "
+          "roadvision) per request. Every server and load process runs in its own session "
+          "(autogroup scheduling shares the CPU between sessions first). Bare forward: "
+          f"`predict(model, [sample])` here, sample prepared; with JPEG decode and "
+          f"preprocessing {1000 * pipeline:.2f} ms p50.")
     for condition, turns in results.items():
         if condition == "quiet":
             print("\n### quiet: no background load\n")

@@ -155,10 +155,11 @@ async def _throughput(url: str, images: list[bytes], concurrency: int) -> float:
 def bare(bundle: Path, image: bytes, repeats: int) -> tuple[list[float], list[float]]:
     """(forward-only, decode+prepare+forward) latencies in this process (``repeats`` each)."""
     from roadvision.data.images import decode_image
-    from roadvision.models import load_bundle, prepare_sample
-    from roadvision.runtime.inference import predict
+    from roadvision.models import prepare_sample
+    from roadvision.runtime.inference import load_for_inference, predict
 
-    model = _BARE.get(bundle) or _BARE.setdefault(bundle, load_bundle(bundle))
+    # the served model as the server loads it (BatchNorm folded)
+    model = _BARE.get(bundle) or _BARE.setdefault(bundle, load_for_inference(bundle))
     sample = prepare_sample(model.cfg, decode_image(image), None)
     forward, pipeline = [], []
     for _ in range(repeats):
@@ -179,15 +180,15 @@ def in_process(bundle: Path, images: list[bytes], forward_workers: int = 1
     """(predictor stages, bare forward) latencies alternately in this process: the cost of our
     preprocess/batcher/postprocess without HTTP and without a second process (no cache)."""
     from roadvision.data.images import decode_image
-    from roadvision.models import load_bundle, prepare_sample
-    from roadvision.runtime.inference import predict
+    from roadvision.models import prepare_sample
+    from roadvision.runtime.inference import load_for_inference, predict
     from roadvision.serving.config import ServingConfig
     from roadvision.serving.predictor import RoadvisionModel
 
     model = RoadvisionModel("roadwork", str(bundle),
                             ServingConfig(forward_workers=forward_workers))
     model.load()
-    net = load_bundle(bundle)
+    net = load_for_inference(bundle)
 
     async def run():
         stages, forward = [], []

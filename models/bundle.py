@@ -111,6 +111,10 @@ def save_bundle(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | N
     if not isinstance(cfg, ModelConfig):
         raise UserError("save_bundle: the model has no ModelConfig in .cfg")
     model_class(type(model).__name__)  # only classes load_bundle can rebuild
+    if getattr(model, "batchnorm_folded", None) is not None:
+        raise UserError("save_bundle: this model was loaded for inference (BatchNorm folded "
+                        "into its convolutions): its weights no longer fit the model class; "
+                        "save the model that load_bundle returns")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -222,7 +226,9 @@ def bundle_version(path: str | Path) -> str:
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a bundle's model in eval mode on ``device``. Its memory format and autocast
     are the device's precision policy's (``roadvision.runtime.precision``), applied where
-    it runs."""
+    it runs. A model that will only answer (evaluation, serving) is better loaded with
+    ``roadvision.runtime.inference.load_for_inference``: this, with its BatchNorms folded
+    into the convolutions; training and fine-tuning need this plain load."""
     config = read_bundle_config(path)
     cls = model_class(config["model_class"])
     cfg = ModelConfig.from_dict(config["model_config"])

@@ -29,9 +29,10 @@ class RoadvisionBundleModel(mlflow.pyfunc.PythonModel):
     """Loads the bundle with ``roadvision.models.bundle`` and predicts on encoded images."""
 
     def load_context(self, context):
-        from roadvision.models.bundle import BUNDLE_ARTIFACT, load_bundle
+        from roadvision.models.bundle import BUNDLE_ARTIFACT
+        from roadvision.runtime.inference import load_for_inference
 
-        self.model = load_bundle(context.artifacts[BUNDLE_ARTIFACT])
+        self.model = load_for_inference(context.artifacts[BUNDLE_ARTIFACT])
 
     # The DataFrame hint tells MLflow the input schema comes from the logged signature (a hint
     # it cannot turn into a schema switches its own type-hint validation off, warning-free).

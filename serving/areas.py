@@ -309,14 +309,14 @@ class AreaRoutes:
             return net
         net = self._nets.get(served.version)
         if net is None:
-            from roadvision.models.bundle import load_bundle
+            from roadvision.runtime.inference import load_for_inference
 
             device = self.guard.config.device
             if not device:
                 import torch
 
                 device = "cuda" if torch.cuda.is_available() else "cpu"
-            net = load_bundle(served.source, device=device)
+            net = load_for_inference(served.source, device=device)
             self._nets = {served.version: net}  # one version: a reload replaces the old copy
         return net
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import orjson
 
@@ -52,7 +52,9 @@ class AuditRecord:
 
 
 def emit(record: AuditRecord, event: str = "inference") -> None:
-    data = asdict(record)
-    data = {"ts": round(time.time(), 3), "event": event, **data}
+    if not log.isEnabledFor(logging.INFO):
+        return
+    # vars(), not dataclasses.asdict: the fields are flat, and asdict deep-copies each one
+    data = {"ts": round(time.time(), 3), "event": event, **vars(record)}
     data["latency_ms"] = round(record.latency_ms, 3)
     log.info(orjson.dumps(data).decode())

@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from roadvision.models.bundle import load_bundle
+        from roadvision.runtime.inference import load_for_inference
 
         from .forward import Forward
         from .tensor_arena import map_arena
 
         torch.set_num_threads(max(1, args.threads))
-        forward = Forward(load_bundle(args.bundle, device=args.device))
+        forward = Forward(load_for_inference(args.bundle, device=args.device))
         arena = map_arena(args.arena_fd, args.arena_bytes)
     except UserError as exc:  # a bad bundle: the front reports it in one line
         conn.send(("refused", str(exc)))

@@ -296,11 +296,12 @@ class RoadvisionModel(Model):
         bundle themselves, or (0) the bundle loaded here and run in the batcher's thread."""
         workers = self.config.forward_workers
         if workers == 0:
-            from roadvision.models.bundle import load_bundle
+            from roadvision.runtime.inference import load_for_inference
 
             from .forward import Forward
 
-            return ThreadRunner(Forward(load_bundle(path, device=self._device())), self.name)
+            return ThreadRunner(Forward(load_for_inference(path, device=self._device())),
+                                self.name)
         pool = ForwardPool(path, workers=workers, device=self._device(), name=self.name)
         pool.start()
         return pool

@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from roadvision.data.images import decode_image
-from roadvision.models import load_bundle
 from roadvision.models.preprocess import prepare_sample
-from roadvision.runtime.inference import predict
+from roadvision.runtime.inference import load_for_inference, predict
 
 #: torch threads in every server, as in bench_serving.py.
 THREADS = 1
@@ -36,11 +35,10 @@ def port() -> int:
 
 
 def load_model() -> nn.Module:
-    """The bundle named by ``PEER_BUNDLE``, in eval mode, with one torch thread."""
+    """The bundle named by ``PEER_BUNDLE`` as roadvision serves it (``load_for_inference``:
+    eval mode, BatchNorm folded), with one torch thread."""
     torch.set_num_threads(THREADS)
-    model = load_bundle(os.environ["PEER_BUNDLE"])
-    model.eval()
-    return model
+    return load_for_inference(os.environ["PEER_BUNDLE"])
 
 
 def decode(model: nn.Module, jpeg: bytes) -> dict[str, torch.Tensor]:

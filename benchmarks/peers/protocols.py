@@ -31,6 +31,18 @@ def triton_request(image: bytes) -> tuple[bytes, dict]:
                              "inference-header-content-length": str(len(header))}
 
 
+def roadvision_v2_request(image: bytes) -> tuple[bytes, dict]:
+    """The same v2 binary request with roadvision's input shape (one BYTES element per image:
+    ``[N]``, where Triton's model takes ``[N, 1]``)."""
+    body, headers = triton_request(image)
+    size = int(headers["inference-header-content-length"])
+    header = json.loads(body[:size])
+    header["inputs"][0]["shape"] = [1]
+    encoded = json.dumps(header).encode()
+    return encoded + body[size:], {**headers,
+                                   "inference-header-content-length": str(len(encoded))}
+
+
 def v1_probability(response: httpx.Response) -> float:
     return float(response.json()["predictions"][0]["probability"])
 

@@ -228,13 +228,13 @@ def calibrate(bundle_dir: str | Path, data_dir: str | Path, split: str = "val",
     Returns the fitted values and the split's ECE / MCC before and after (and ``warning``
     when the split was too small or the fit degenerate: then temperature 1 is kept).
     """
-    from roadvision.models.bundle import load_bundle
     from roadvision.runtime.dataset import ManifestDataset
+    from roadvision.runtime.inference import load_for_inference
     from roadvision.runtime.readers import load_rows
 
     if split == "test":
         raise UserError("calibration is fitted on validation data, never on the test split")
-    model = load_bundle(bundle_dir)
+    model = load_for_inference(bundle_dir)
     rows = load_rows(data_dir, [split])
     ds = ManifestDataset(data_dir, rows, model.cfg)
     return calibrate_on(bundle_dir, [(model, ds)], split, batch_size=batch_size,

@@ -152,12 +152,11 @@ def _gallery(bundle_dir, data_dir, result: dict, worst: pd.DataFrame) -> list[st
                          f"{row['weather']} / {row['daytime']}", fontsize=7)
             items.append(_img(_png(fig), str(row["id"])))
         return items
-    from roadvision.models.bundle import load_bundle
     from roadvision.runtime.dataset import ManifestDataset
-    from roadvision.runtime.inference import predict_dataset
+    from roadvision.runtime.inference import load_for_inference, predict_dataset
     from roadvision.runtime.readers import load_rows
 
-    model = load_bundle(bundle_dir)
+    model = load_for_inference(bundle_dir)
     rows = load_rows(data_dir, None)
     rows = rows.set_index(rows["id"].astype(str)).loc[worst["id"].astype(str)].reset_index(
         drop=True)

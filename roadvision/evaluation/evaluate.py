@@ -56,10 +56,11 @@ def evaluate(
     ``roadvision.evaluation.natix``) and ``natix`` holds the validator's reward, rolling MCC
     and accuracy and MCC@0.5 with its rounding.
     """
-    from roadvision.models.bundle import bundle_version, load_bundle
+    from roadvision.models.bundle import bundle_version
     from roadvision.runtime.device import resolve_device
+    from roadvision.runtime.inference import load_for_inference
 
-    model = load_bundle(bundle_dir, device=resolve_device(device))
+    model = load_for_inference(bundle_dir, device=resolve_device(device))
     result, preds = evaluate_model(model, data_dir, split=split, tta=tta, protocol=protocol,
                                    batch_size=batch_size, seed=seed, natix_queries=natix_queries)
     result["bundle"] = {"path": Path(bundle_dir).name, "version": bundle_version(bundle_dir)}

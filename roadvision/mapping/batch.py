@@ -96,11 +96,12 @@ def load_predictor(bundle_dir: str | Path, name: str | None = None,
     """Load a bundle folder (or MLflow model folder) for batch prediction. ``name``: the
     registered model's name (default: the bundle's preset); ``gsd``: overrides the bundle's."""
     from roadvision.geo.gsd import model_gsd
-    from roadvision.models.bundle import bundle_version, load_bundle, locate_bundle
+    from roadvision.models.bundle import bundle_version, locate_bundle
     from roadvision.runtime.device import resolve_device
+    from roadvision.runtime.inference import load_for_inference
 
     bundle = locate_bundle(bundle_dir)
-    model = load_bundle(bundle, device=resolve_device(device))
+    model = load_for_inference(bundle, device=resolve_device(device))
     run_gsd, assumed = model_gsd(model.bundle_config, gsd)
     label = name or model.bundle_config.get("preset") or bundle.name
     return Predictor(model, {"model": label, "model_version": bundle_version(bundle)}, run_gsd,

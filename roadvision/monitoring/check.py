@@ -72,11 +72,11 @@ def resolve_reference(reference: str | Path, bundle: str | Path | None, *,
 
 def run_check(reference: Reference, bundle: Path, options: CheckOptions) -> CheckOutcome:
     """Read the logged rows, compare them with ``reference``, write what was asked for."""
-    from roadvision.models.bundle import load_bundle
+    from roadvision.runtime.inference import load_for_inference
 
     rows = read_logged(options.logged, model=options.model, endpoint_url=options.endpoint_url,
                        limit=options.rows)
-    model = load_bundle(bundle)
+    model = load_for_inference(bundle)
     if model.cfg.task != reference.info.get("task", model.cfg.task):
         raise UserError(f"the reference is for a {reference.info['task']} model; the bundle "
                         f"serves {model.cfg.task}")

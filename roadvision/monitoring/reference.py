@@ -71,7 +71,8 @@ def build_reference(bundle: str | Path, data: str | Path, *, n: int = 200,
     from roadvision.data.confine import read_confined
     from roadvision.data.contract import read_info, read_manifest
     from roadvision.data.images import decode_image
-    from roadvision.models.bundle import bundle_version, load_bundle, locate_bundle
+    from roadvision.models.bundle import bundle_version, locate_bundle
+    from roadvision.runtime.inference import load_for_inference
 
     path = locate_bundle(Path(bundle))
     df = read_manifest(data)
@@ -80,7 +81,7 @@ def build_reference(bundle: str | Path, data: str | Path, *, n: int = 200,
     if n < 2:
         raise UserError(f"a reference needs at least 2 rows, got n={n}")
     df = df.sample(n=min(n, len(df)), random_state=seed).sort_index()
-    model = load_bundle(path)
+    model = load_for_inference(path)
     if model.cfg.task != read_info(data).task:
         raise UserError(f"{data} is a {read_info(data).task} data set; the bundle serves "
                         f"{model.cfg.task}")

@@ -17,12 +17,18 @@ Lanes probabilities become a class mask in one place, :func:`lane_mask`, with th
 decision settings: per-class biases fitted on validation (``class_bias``, argmax of
 ``log p + bias``) and the removal of short isolated pieces (``min_segment_m`` metres at the
 bundle's ``extra.gsd_m``). A bundle without them gets the plain argmax, as before.
+
+A model that only answers (evaluation, the gate, serving, batch prediction) is loaded with
+:func:`load_for_inference`: ``load_bundle`` plus its BatchNorms folded into the convolutions
+(``roadvision.runtime.fuse``), the same answers from a shorter forward. A model that will be
+trained or fine-tuned is loaded with ``load_bundle`` itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,18 +38,35 @@ from torch import nn
 
 from roadvision.errors import UserError
 from roadvision.geo.gsd import model_gsd
+from roadvision.models.bundle import load_bundle
 from roadvision.models.config import ModelConfig
 from roadvision.models.preprocess import collate
 from roadvision.models.tta import TTA_MODES, run_tta
 
+from .fuse import fold_batchnorm
 from .precision import PrecisionPolicy
 
-__all__ = ["LOGITS", "MODES", "iter_batches", "forward_batch", "predict_proba", "predict",
-           "predict_dataset", "lane_mask", "drop_short_segments", "model_gsd_m"]
+__all__ = ["LOGITS", "MODES", "load_for_inference", "iter_batches", "forward_batch",
+           "predict_proba", "predict", "predict_dataset", "lane_mask", "drop_short_segments",
+           "model_gsd_m"]
 
 LOGITS = "logits"  # the plain forward's raw, uncalibrated logits (calibration, validation)
 MODES = (*TTA_MODES, LOGITS)
 _TARGETS = ("label", "mask")  # batch keys the model never reads: they stay on the CPU
+
+
+def load_for_inference(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The bundle at ``path`` rebuilt for answering only: ``load_bundle(path, device)`` (eval
+    mode, on ``device``) with every BatchNorm that follows a convolution folded into it.
+
+    The answers are the unfolded model's up to fp32 rounding; the forward is shorter. The
+    model cannot be trained (its forward refuses train mode) and its state dict no longer fits
+    the bundle: to fine-tune, distil into or re-save a model, use ``load_bundle``. Folding
+    happens before the precision policy converts the memory format (``_inference``).
+    """
+    model = load_bundle(path, device=device)
+    fold_batchnorm(model)
+    return model
 
 
 class SampleSource(Protocol):

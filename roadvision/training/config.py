@@ -9,7 +9,6 @@ fills the values a profile fixes and lets keyword arguments win.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -173,11 +172,9 @@ def parse_json_object(text: str, what: str, holds: str) -> dict[str, Any]:
 def auto_workers() -> int:
     """DataLoader workers for a GPU node: the CPUs this process may use, less one for the
     training loop, capped at 8 (decoding + augmenting 32 images/step needs no more)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(0, min(8, cpus - 1))
+    from roadvision.runtime.cores import usable_cores
+
+    return max(0, min(8, usable_cores() - 1))
 
 
 #: Training profiles. ``{task}`` in a preset name is replaced by the task.
