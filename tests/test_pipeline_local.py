@@ -32,6 +32,7 @@ EVERY_STEP = {"check_params", "ingest", "validate", "split", "gps_weighting", "t
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two whole DAG runs, each step a subprocess that imports torch
 def test_compiled_pipeline_registers_promotes_then_gate_refuses(tmp_path, mlflow_store,  # noqa: F811
                                                                 monkeypatch):
     import mlflow
