@@ -195,3 +195,36 @@ def test_lanes_tiles_get_masks_confidences_and_dominant_classes(tmp_path):
         assert p.mask.shape == np.shape(item.truth) and p.mask.dtype == np.uint8
         assert 0.25 <= p.confidence <= 1.0 and 0 <= p.group < 4
         assert 0.0 <= p.correct <= 1.0  # pixel agreement with the tile's true mask
+
+
+def test_a_lanes_tile_is_as_confident_as_its_painted_pixels():
+    import torch
+
+    from roadvision.training.pseudo_label import _answer
+
+    # 4 classes, 10x10: background certain everywhere except a 1x5 stripe painted as class 2
+    # at 0.6, so the mean over all pixels is ~0.98 but the marking itself is unsure
+    p = torch.zeros(4, 10, 10)
+    p[0] = 0.99
+    p[1] = 0.01
+    p[:, 4, 2:7] = torch.tensor([0.3, 0.05, 0.6, 0.05]).view(4, 1)
+    pred = _answer("lanes", 0, p, None)
+    assert pred.group == 2 and int((pred.mask == 2).sum()) == 5
+    assert pred.confidence == pytest.approx(0.6)
+    assert float(p.max(dim=0).values.mean()) > 0.97  # what an all-pixel mean would say
+    empty = torch.zeros(4, 10, 10)
+    empty[0] = 0.9
+    empty[3] = 0.1
+    blank = _answer("lanes", 1, empty, None)  # nothing painted: the whole tile's mean
+    assert blank.group == 0 and blank.confidence == pytest.approx(0.9)
+
+
+def test_only_blank_lanes_tiles_are_not_a_pseudo_label_set():
+    from roadvision.training.pseudo_label import PoolPrediction, select_confident
+
+    blank = [PoolPrediction(i, 0.99, 0) for i in range(5)]
+    kept, confident = select_confident(blank, 0.9, 2.0, ())
+    assert kept == [] and confident == 5
+    marked = [*blank, PoolPrediction(9, 0.95, 2)]
+    kept, _ = select_confident(marked, 0.9, 2.0, ())
+    assert sorted(p.index for p in kept) == [0, 1, 9]  # blank capped at 2 x the 1 marked tile

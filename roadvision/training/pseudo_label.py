@@ -5,7 +5,10 @@ One round (Lee 2013, "Pseudo-Label"; Xie et al. 2020, "Noisy Student", for the r
 1. predict the pool with the teacher (one bundle, or several: their calibrated probabilities
    averaged) through the one inference path, ``roadvision.runtime.inference``;
 2. keep the confident predictions: roadwork ``p >= t`` (label 1) or ``p <= 1 - t`` (label 0);
-   lanes tiles whose mean max-class probability is ``>= t`` (the argmax mask is the label);
+   lanes tiles whose mean max-class probability over the pixels painted as a marking is
+   ``>= t`` (the argmax mask is the label; a tile with no marking pixel: over all pixels).
+   Background is most of a tile and nearly certain, so a mean over every pixel would pass
+   almost any tile (0.98 for the least sure of a bench pool) and select nothing;
 3. balance classes: the majority class (lanes: a tile's dominant predicted class) is capped at
    ``balance_ratio`` x the minority count, keeping its most confident rows;
 4. write labelled train + val plus the kept rows as one data-contract data set: pseudo rows are
@@ -196,7 +199,9 @@ def _answer(task: str, index: int, p: Any, truth: Any) -> PoolPrediction:
     mask = mask.numpy().astype(np.uint8)
     counts = np.bincount(mask.ravel(), minlength=p.shape[0])
     group = int(np.argmax(counts[1:]) + 1) if counts[1:].any() else 0
-    pred = PoolPrediction(index, float(top.mean()), group, mask=mask)
+    top, painted = top.numpy(), mask > 0
+    confidence = float(top[painted].mean()) if painted.any() else float(top.mean())
+    pred = PoolPrediction(index, confidence, group, mask=mask)
     if truth is not None and np.shape(truth) == mask.shape:
         pred.correct = float((np.asarray(truth) == mask).mean())
     return pred
@@ -235,14 +240,15 @@ def select_confident(preds: Sequence[PoolPrediction], threshold: float, balance_
     """The confident predictions (``confidence >= threshold``; for roadwork that is ``p >= t``
     or ``p <= 1 - t``), class-balanced: each group keeps at most ``ceil(minority x ratio)`` of
     its most confident rows. ``groups``: every class group that counts (roadwork: 0 and 1, so a
-    pool with no confident positive keeps nothing; lanes: the groups that occur). Returns
-    (kept, number confident before balancing)."""
+    pool with no confident positive keeps nothing; lanes: the groups that occur, and a set of
+    only blank tiles, group 0, keeps nothing: it would teach the student to paint nothing).
+    Returns (kept, number confident before balancing)."""
     confident = [p for p in preds if p.confidence >= threshold]
     by_group: dict[int, list[PoolPrediction]] = {g: [] for g in groups}
     for p in confident:
         by_group.setdefault(p.group, []).append(p)
     present = {g: rows for g, rows in by_group.items() if rows or g in groups}
-    if not present:
+    if not present or (not groups and set(present) == {0}):
         return [], len(confident)
     cap = math.ceil(min(len(rows) for rows in present.values()) * balance_ratio)
     kept = []
