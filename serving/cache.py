@@ -116,6 +116,7 @@ class PredictionCache:
         self.local = LocalCache(local_bytes, ttl_s) if local_bytes and redis is not None else None
         self._pending: list[tuple[str, bytes]] = []  # writes of this event-loop turn
         self._flush: asyncio.Future | None = None
+        self._writer: asyncio.Task | None = None
 
     @property
     def enabled(self) -> bool:
@@ -182,7 +183,9 @@ class PredictionCache:
         if self._flush is None:
             loop = asyncio.get_running_loop()
             self._flush = loop.create_future()
-            loop.call_soon(lambda: loop.create_task(self._write_pending()))
+            # The task first runs on the loop's next turn, after every request of this turn
+            # has queued its writes; kept referenced so that it is never collected mid-write.
+            self._writer = loop.create_task(self._write_pending())
         stored = await asyncio.shield(self._flush)
         return len(payload) if stored else 0
 
