@@ -123,10 +123,10 @@ class PredictionCache:
         return self.redis is not None
 
     async def get_many(self, keys: Sequence[str]) -> tuple[list[dict[str, Any] | None], bool]:
-        """One MGET for all instances of a request.
+        """The in-process copy first, then one MGET for the instances it lacks.
 
         Returns the results (None where missing) and whether Redis answered; when it did not,
-        every instance is a miss and counts as a cache error (not as a miss).
+        every instance it was asked about is a miss and counts as a cache error (not as a miss).
         """
         if not keys:
             return [], True
@@ -148,14 +148,15 @@ class PredictionCache:
             for i, value in zip(remote, answers, strict=True):
                 raw[i] = value
         found: list[dict[str, Any] | None] = []
-        for key, value in zip(keys, raw, strict=True):
+        for value in raw:
             try:
                 found.append(orjson.loads(value) if value is not None else None)
             except orjson.JSONDecodeError:  # a foreign or truncated value: treat as a miss
                 found.append(None)
-                continue
-            if value is not None and self.local is not None:
-                self.local.put(key, value)
+        if self.local is not None:  # copy what Redis answered (a local hit keeps its expiry)
+            for i in remote:
+                if found[i] is not None:
+                    self.local.put(keys[i], raw[i])
         hits = sum(v is not None for v in found)
         metrics.CACHE_HITS.labels(self.model).inc(hits)
         if ok:  # instances Redis could not be asked about are errors, counted above

@@ -588,3 +588,33 @@ def test_writes_of_one_loop_turn_share_one_pipeline(redis_server):
         await redis.close()
 
     asyncio.run(run())
+
+
+def test_a_local_hit_does_not_extend_the_local_expiry(redis_server):
+    from roadvision.serving.cache import PredictionCache
+    from roadvision.serving.redis_client import ResilientRedis
+
+    async def run():
+        redis = ResilientRedis(redis_server.url)
+        cache = PredictionCache(redis, "m", ttl_s=60, local_bytes=1 << 20)
+        cache.local.ttl_s = 0.3  # the local copy expires well before Redis's entry
+        await cache.set_many([("k", {"p": 1})])
+        asked = []
+        real_call = redis.call
+
+        async def counting_call(fn):
+            asked.append(fn)
+            return await real_call(fn)
+
+        redis.call = counting_call
+        await asyncio.sleep(0.2)
+        found, _ = await cache.get_many(["k"])
+        assert found == [{"p": 1}] and asked == []  # a local hit
+        await asyncio.sleep(0.15)  # 0.35 s after the store: the local copy is gone
+        found, _ = await cache.get_many(["k"])
+        assert found == [{"p": 1}] and len(asked) == 1  # answered by Redis, copied again
+        found, _ = await cache.get_many(["k"])
+        assert len(asked) == 1
+        await redis.close()
+
+    asyncio.run(run())
