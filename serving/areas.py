@@ -311,12 +311,7 @@ class AreaRoutes:
         if net is None:
             from roadvision.runtime.inference import load_for_inference
 
-            device = self.guard.config.device
-            if not device:
-                import torch
-
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-            net = load_for_inference(served.source, device=device)
+            net = load_for_inference(served.source, device=self.guard.config.torch_device())
             self._nets = {served.version: net}  # one version: a reload replaces the old copy
         return net
 

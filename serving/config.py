@@ -88,6 +88,10 @@ class ServingConfig:
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
 
+    def torch_device(self) -> str:
+        """The device the model runs on: ``device``, or CUDA when torch sees it, else CPU."""
+        return self.device or _default_device()
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides) -> ServingConfig:
         """Defaults < environment < explicit overrides (None overrides are ignored)."""
@@ -180,12 +184,14 @@ def _forward_workers(value: int | str, device: str) -> int:
         return value
     text = str(value).strip().lower()
     if text == "auto":
-        if not device:
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return auto_forward_workers(device)
+        return auto_forward_workers(device or _default_device())
     try:
         return int(text)
     except ValueError:
         raise UserError(f"forward_workers {value!r} is not an integer or 'auto'") from None
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

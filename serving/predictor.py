@@ -247,13 +247,6 @@ class RoadvisionModel(Model):
 
     # --- load -----------------------------------------------------------------------------
 
-    def _device(self) -> str:
-        if self.config.device:
-            return self.config.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-
     def load(self) -> bool:
         """Load (or reload) the bundle, warm it up, then swap it in and set ``ready``."""
         from roadvision.models.bundle import bundle_version, read_bundle_config
@@ -294,15 +287,14 @@ class RoadvisionModel(Model):
     def _runner(self, path: Path) -> ForwardPool | ThreadRunner:
         """What computes this version's forwards: ``forward_workers`` processes that load the
         bundle themselves, or (0) the bundle loaded here and run in the batcher's thread."""
-        workers = self.config.forward_workers
+        workers, device = self.config.forward_workers, self.config.torch_device()
         if workers == 0:
             from roadvision.runtime.inference import load_for_inference
 
             from .forward import Forward
 
-            return ThreadRunner(Forward(load_for_inference(path, device=self._device())),
-                                self.name)
-        pool = ForwardPool(path, workers=workers, device=self._device(), name=self.name)
+            return ThreadRunner(Forward(load_for_inference(path, device=device)), self.name)
+        pool = ForwardPool(path, workers=workers, device=device, name=self.name)
         pool.start()
         return pool
 
