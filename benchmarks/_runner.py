@@ -1,6 +1,6 @@
 """What the training benchmarks share: their parser, their common flags and their main() tail.
 
-``bench_cross_domain``, ``bench_thin_lines`` (and ``bench_pseudo_label``'s shape) each take
+``bench_cross_domain``, ``bench_thin_lines`` and ``bench_pseudo_label`` each take
 their own flags, then the same ones (``--n``, ``--epochs``, ``--max-steps``, ``--seed``,
 ``--threads``, ``--work``, ``--json``), and end the same way: a work folder (kept with
 ``--work``, else a temporary one), the run, its table, how long it took, the rows as JSON.

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ROADVISION_QUIET", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
+from benchmarks._runner import add_common_arguments, bench_parser, run_and_report  # noqa: E402
 from benchmarks.bench_cross_domain import make_data, split_holdout  # noqa: E402
 from roadvision.data.contract import ContractError  # noqa: E402
 from roadvision.errors import UserError  # noqa: E402
@@ -339,9 +338,7 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pseudo_label",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = bench_parser("bench_pseudo_label", __doc__)
     parser.add_argument("--quick", action="store_true",
                         help="tiny images and models, short rounds (about 2 min): the wiring")
     parser.add_argument("--task", nargs="+", choices=TASKS, default=None,
@@ -365,29 +362,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--thresholds", type=float, nargs="+", default=None,
                         help="per-round thresholds (default: 0.9 0.95; --quick 0.52 0.55)")
     parser.add_argument("--pseudo-weight", type=float, default=0.3)
-    parser.add_argument("--n", type=int, default=None, help="samples over all families")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="teacher and per-round epochs (with --teacher: per round, default 3)")
-    parser.add_argument("--max-steps", type=int, default=None, help="cap batches per epoch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--work", type=Path, default=None, help="keep data and runs here")
-    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    add_common_arguments(parser, samples_help="samples over all families",
+                         epochs_help="teacher and per-round epochs (with --teacher: per round, "
+                                     "default 3)",
+                         jobs=False, threads_default=2, threads_help="torch threads")
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        args.work = (args.work or Path(tmp)).resolve()
-        args.work.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        try:
-            rows = run(args)
-        except (UserError, ContractError) as exc:  # a bad bundle or data set: one line
-            raise SystemExit(str(exc)) from None
-        print_table(rows)
-        print(f"(pseudo_label took {time.perf_counter() - t0:.0f} s)")
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    try:
+        run_and_report("pseudo_label", args, run, print_table)
+    except (UserError, ContractError) as exc:  # a bad bundle or data set: one line
+        raise SystemExit(str(exc)) from None
 
 
 if __name__ == "__main__":
