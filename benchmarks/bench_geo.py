@@ -13,6 +13,8 @@
    against the generator's exact ground-truth vectors. With ``--model`` it scores that model;
    always it also scores the *vectoriser ceiling*: the renderer's own label mask traced into
    lines (what the vectoriser loses when the segmentation is perfect). Synthetic figures.
+   The city is held out only when the model was trained without it (``roadvision data split
+   --holdout-cities oslo``); ``--tiles N`` sets the tile count, ``--f1-only`` skips 1 and 2.
 
 ``--quick``: a 512 px and a 1024 px mosaic in 512 px blocks (one block, then four), 4 tiles
 of 512 px for F1 (a few minutes on 2 cores). The full run: 2048, 4096 and 8192 px mosaics
@@ -114,17 +116,20 @@ def throughput_and_memory(sizes: list[int], bundle: str, threads: int, block: in
 
 
 def polyline_f1(n: int, city: str, tile_px: int, bundle: str | None, threads: int) -> dict:
-    """Per-class scores of the vectoriser ceiling (and the model, given one) on ``n`` tiles."""
+    """Per-class scores of the vectoriser ceiling (and the model, given one) on ``n`` tiles.
+
+    The model's mask comes from the product's own block path (``mapping.segment_block``: the
+    folded model, the bundle's decision biases and short-piece removal), as ``roadvision
+    predict`` and the areas route make it."""
     model = None
     if bundle:
         import torch
 
-        from roadvision.models.bundle import load_bundle
-        from roadvision.models.preprocess import prepare_sample
-        from roadvision.runtime.inference import predict_proba
+        from roadvision.mapping.orthophoto import segment_block
+        from roadvision.runtime.inference import load_for_inference
 
         torch.set_num_threads(threads)
-        model = load_bundle(bundle)
+        model = load_for_inference(bundle)
     totals: dict[str, dict] = {"ceiling": {}, "model": {}}
     t = Affine(GSD, 0, 0, 0, -GSD, 0)
     for i in range(n):
@@ -134,9 +139,7 @@ def polyline_f1(n: int, city: str, tile_px: int, bundle: str | None, threads: in
                  for f in tile_truth(sample.meta, tile_px, tile_px, t, GSD)]
         masks = {"ceiling": (sample.meta["mask4"], np.ones((tile_px, tile_px), np.float32))}
         if model is not None:
-            probs = predict_proba(model, [prepare_sample(model.cfg, sample.image)])[0]
-            conf, ids = probs.max(dim=0)
-            masks["model"] = (ids.numpy().astype(np.uint8), conf.numpy())
+            masks["model"] = segment_block(model, sample.image, (0, 0, tile_px, tile_px))
         for name, (mask, conf) in masks.items():
             feats = build_features(trace_block(mask, conf, t, GSD, len(CLASSES)), CLASSES)
             add_lengths(totals[name], polyline_lengths(
@@ -268,6 +271,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--block", type=int, default=None,
                         help="block side in px (default: 512 with --quick, else 1024)")
     parser.add_argument("--city", default="oslo", help="held-out city for polyline F1")
+    parser.add_argument("--tiles", type=int, default=None,
+                        help="tiles of 512 px for polyline F1 (default: 4 with --quick, else 24)")
+    parser.add_argument("--f1-only", action="store_true",
+                        help="polyline F1 only (no throughput or memory runs)")
     parser.add_argument("--areas", action="store_true",
                         help="POST /v1/areas:analyze timings instead (uncached, cached p50)")
     args = parser.parse_args(argv)
@@ -294,9 +301,12 @@ def main(argv: list[str]) -> int:
         which = f"--model {args.model}" if args.model else "random-init lanes_small"
         print(f"throughput and peak memory ({which}, {args.threads} threads, "
               f"block {args.block} px, {GSD} m/px):", flush=True)
-        rows = throughput_and_memory(sizes, bundle, args.threads, args.block, Path(tmp))
-        print(f"polyline F1 on held-out city {args.city} (synthetic):", flush=True)
-        scores = polyline_f1(4 if args.quick else 24, args.city, 512, args.model, args.threads)
+        rows = ([] if args.f1_only else
+                throughput_and_memory(sizes, bundle, args.threads, args.block, Path(tmp)))
+        tiles = args.tiles or (4 if args.quick else 24)
+        print(f"polyline F1 on {tiles} tiles of city {args.city} (synthetic; held out only if "
+              "the model was trained without it):", flush=True)
+        scores = polyline_f1(tiles, args.city, 512, args.model, args.threads)
         for name, per_class in scores.items():
             label = "vectoriser ceiling (true mask)" if name == "ceiling" else "model"
             for cls, s in per_class.items():

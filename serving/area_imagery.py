@@ -12,6 +12,13 @@ and :func:`opened_imagery`, which turns a plan into the rasters ``roadvision.map
 reads. A planned tile provider is fetched there (on the areas thread, for the part the local
 rasters leave) into an in-memory GeoTIFF; one that fails (HTTP error, timeout, no image) is
 logged and skipped, and the next one is asked.
+
+Each tile provider has a circuit breaker in the chain (``ImageryChain.circuits``): after its
+``failure_threshold`` consecutive failures the plan skips it for ``cooldown_s``, so a provider
+that is down costs no request its ``timeout_s`` per tile. The state is exported here, where the
+route fetches: ``roadvision_imagery_provider_failures_total{provider}`` counts the failed
+fetches, ``roadvision_imagery_provider_circuit_open{provider}`` is 1 while a circuit is open
+(:func:`export_circuits`, after each plan and each fetch).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ if TYPE_CHECKING:  # the geo libraries load with the first area, not with the se
 
 log = logging.getLogger("roadvision.serving.areas")
 
-__all__ = ["OpenedImagery", "build_chain", "opened_imagery"]
+__all__ = ["OpenedImagery", "build_chain", "export_circuits", "opened_imagery"]
 
 
 def build_chain(catalogues: Sequence[str], providers: str | None) -> ImageryChain:
@@ -38,6 +45,15 @@ def build_chain(catalogues: Sequence[str], providers: str | None) -> ImageryChai
     from roadvision.geo.providers import ImageryChain
 
     return ImageryChain.from_config(providers, catalogues=catalogues, env=False)
+
+
+def export_circuits(chain: ImageryChain) -> None:
+    """Set the circuit-open gauge of every tile provider of the chain (an open circuit turns
+    half-open by the clock alone: read it when a request looks, not only when one fails)."""
+    from . import metrics
+
+    for name, circuit in chain.circuits().items():
+        metrics.IMAGERY_PROVIDER_CIRCUIT_OPEN.labels(name).set(1 if circuit.open else 0)
 
 
 @dataclass
@@ -64,6 +80,8 @@ def opened_imagery(chain: ImageryChain, plan: ImageryPlan,
     from roadvision.geo.providers import ProviderError
     from roadvision.mapping.area import AreaImagery
 
+    from . import metrics
+
     opened = OpenedImagery()
     for source in plan.local:
         opened.rasters.append(AreaImagery(source.href, source.imagery_id, source.date))
@@ -79,14 +97,19 @@ def opened_imagery(chain: ImageryChain, plan: ImageryPlan,
                 log.warning("area %s: imagery provider %s skipped: %s",
                             [round(v, 6) for v in bbox], exc.provider, exc.reason)
                 opened.skipped.append((exc.provider, exc.reason))
+                if exc.fault:  # not a refusal by its open circuit, nor a 404
+                    metrics.IMAGERY_PROVIDER_FAILURES.labels(source.provider).inc()
                 continue
+            finally:
+                export_circuits(chain)
             memfile = stack.enter_context(MemoryFile(ext=".tif"))
             height, width = pixels.shape[:2]
             # Kept in Web Mercator, as fetched: map_area warps it once onto its metric grid.
             with memfile.open(driver="GTiff", height=height, width=width, count=3,
                               dtype="uint8", crs="EPSG:3857", transform=transform) as ds:
                 ds.write(pixels.transpose(2, 0, 1))
-            opened.rasters.append(AreaImagery(memfile.name, source.imagery_id, None,
+            # the layer's date (or the one a {date} template was filled with): imagery_date
+            opened.rasters.append(AreaImagery(memfile.name, source.imagery_id, source.date,
                                               source.gsd_m))
             opened.used.append(source)
             break

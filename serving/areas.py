@@ -27,7 +27,13 @@ than share the CPU), under ``--areas-timeout-s`` (504; the mapping stops at its 
 a GeoJSON FeatureCollection (``roadvision`` holds the request's facts: imagery used with its
 provider and attribution, model, area, ``cached``) or a GeoPackage download. A tile provider
 that fails (HTTP error, timeout) is skipped and the next asked; when none is left the answer
-is the 404 / 422 above, naming it and its error, never a 500.
+is the 404 / 422 above, naming it and its error, never a 500. After ``failure_threshold``
+consecutive failures a tile provider's circuit opens (the chain's breaker): for ``cooldown_s``
+the plan skips it at once, with the reason, instead of waiting on its timeouts; its failures and
+circuit state are Prometheus figures (``roadvision_imagery_provider_failures_total``,
+``roadvision_imagery_provider_circuit_open``). A request with ``date`` reads only imagery
+acquired on or before it: a tile provider without a ``date:`` in its config is skipped, one
+with ``{date}`` in its URL template is asked for that date.
 
 Without imagery configured, or without a lanes model, the route answers 404 saying what to
 configure.
@@ -53,7 +59,7 @@ from fastapi.responses import Response
 from roadvision.errors import UserError
 
 from . import metrics
-from .area_imagery import OpenedImagery, build_chain, opened_imagery
+from .area_imagery import OpenedImagery, build_chain, export_circuits, opened_imagery
 from .auth import RateLimiter, parse_rate
 from .errors import DeadlineExceeded, NotReady, ServingError, Unprocessable
 from .redis_client import RedisUnavailable, ResilientRedis
@@ -166,9 +172,10 @@ def _imagery_key(source: ImagerySource) -> list[Any]:
     if source.kind == "catalogue":  # the raster's size and mtime: re-flown imagery is new
         return ["catalogue", source.imagery_id, source.href, source.version]
     # Tiles have no mtime (and asking for an ETag would cost a fetch per request): their
-    # pixels are named by the provider, its URL template (never the key's value) and the zoom
-    # read; a provider re-rendering under the same template is seen after the cache TTL.
-    return [source.kind, source.provider, source.href, source.zoom]
+    # pixels are named by the provider, its URL template (never the key's value), the zoom
+    # read and the layer's date (a new `date:` or `default_date` in the config is new imagery);
+    # a provider re-rendering under the same template is seen after the cache TTL.
+    return [source.kind, source.provider, source.href, source.zoom, source.date]
 
 
 def area_cache_key(request: AreaRequest, sources: list[ImagerySource], model_version: str,
@@ -341,11 +348,28 @@ class AreaRoutes:
         served = self._choose(lanes, asked.model)
         classes = check_classes(asked, served.classes)
         plan = self.chain.plan(asked.area, served.gsd, asked.date)
-        self._check_coverage(asked, plan.coverage, plan)
-        # keyed on the plan, before a tile is fetched: a hit touches no provider
-        sources = plan.sources()
-        key = area_cache_key(asked, sources, served.version, served.gsd, classes)
-        cached, state = await self.cache.get(key, served.name)
+        export_circuits(self.chain)  # an open circuit may have cooled down to half-open
+        uncovered: ServingError | None = None
+        try:
+            self._check_coverage(asked, plan.coverage, plan)
+        except (NotFound, Unprocessable) as exc:
+            if not plan.held:
+                raise
+            uncovered = exc  # unless an answer read from a held provider is cached
+        # keyed on the plan, before a tile is fetched: a hit touches no provider. A tile
+        # provider whose circuit is open is out of the plan, but what was read from it before
+        # still answers: its keys are looked up after the plan's own (the cache rides out the
+        # provider's outage, as it did before the breaker skipped it)
+        candidates = ([] if uncovered else [plan.sources()]) + [
+            plan.sources(held) for held in plan.held]
+        cached, state, sources = None, "off", plan.sources()
+        for sources in candidates:
+            key = area_cache_key(asked, sources, served.version, served.gsd, classes)
+            cached, state = await self.cache.get(key, served.name)
+            if cached is not None or state in ("error", "off"):
+                break
+        if cached is None and uncovered is not None:
+            raise uncovered
         if cached is not None:
             content = cached
             if asked.format == "geojson":

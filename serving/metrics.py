@@ -173,3 +173,24 @@ def reset_arm(model: str, arm: str) -> None:
     for labels in list(CANARY_AGREEMENT._metrics):  # noqa: SLF001
         if labels[0] == model:
             CANARY_AGREEMENT.remove(*labels)
+
+
+# -- imagery tile providers of the areas route (serving/area_imagery.py) -----------------------
+#: ``provider`` is a tile provider's name in the chain file: bounded by the operator's config.
+IMAGERY_PROVIDER_FAILURES = Counter(
+    "roadvision_imagery_provider_failures_total",
+    "Tile fetches of the areas route that failed for the provider's sake (unreachable, timed "
+    "out, HTTP 5xx / 401 / 403 / 408 / 429, not an image; not a 404), by tile provider.",
+    ["provider"],
+)
+IMAGERY_PROVIDER_CIRCUIT_OPEN = Gauge(
+    "roadvision_imagery_provider_circuit_open",
+    "1 while a tile provider's circuit is open (skipped at once after consecutive fetch "
+    "failures, until its cooldown ends); 0 when closed or half-open (the next fetch is a "
+    "trial).", ["provider"],
+)
+
+IMAGERY_METRIC_NAMES = (
+    "roadvision_imagery_provider_failures_total",
+    "roadvision_imagery_provider_circuit_open",
+)

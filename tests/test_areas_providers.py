@@ -7,13 +7,15 @@ cropped, is the local catalogue's only raster; the whole of it is served as XYZ 
 the tile server the provider tests run (``tests/test_geo_providers.py``: a thread on
 127.0.0.1 rendering each tile from the GeoTIFF with its own tile formulas), which counts the
 requests it gets. So an area in the east half can only come from tiles, one in the west half
-only from the catalogue, and one across the middle from both.
+only from the catalogue, and one across the middle from both. The same server is a second tile
+provider, ``vintage``, whose config dates its layer 2020-01-01: what a dated request reads.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import ThreadingHTTPServer
 
 import httpx
@@ -37,6 +39,8 @@ PATH = "/v1/areas:analyze"
 GSD = 0.08  # the orthophoto's; the model maps at 0.1
 SIDE = 256  # px: 20.48 m
 ATTRIBUTION = "(c) test tiles"
+VINTAGE = "2020-01-01"  # the acquisition date the config gives the "vintage" tile layer
+COOLDOWN_S = 5  # "ours": its circuit stays open this long after 3 consecutive failures
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +61,14 @@ def env(tmp_path_factory):
     tiles.daemon_threads = True
     threading.Thread(target=tiles.serve_forever, daemon=True).start()
     providers = root / "providers.json"
+    template = f"http://127.0.0.1:{tiles.server_address[1]}/{{z}}/{{x}}/{{y}}.png"
     providers.write_text(json.dumps({"providers": [
         {"name": "off", "kind": "xyz", "url": "http://127.0.0.1:9/{z}/{x}/{y}.png"},
         {"name": "ours", "kind": "xyz", "enabled": True, "attribution": ATTRIBUTION,
-         "url": f"http://127.0.0.1:{tiles.server_address[1]}/{{z}}/{{x}}/{{y}}.png",
-         "min_zoom": 10, "max_zoom": 21, "timeout_s": 5}]}))
+         "url": template, "min_zoom": 10, "max_zoom": 21, "timeout_s": 5,
+         "cooldown_s": COOLDOWN_S},
+        {"name": "vintage", "kind": "xyz", "enabled": True, "date": VINTAGE,
+         "url": template, "min_zoom": 10, "max_zoom": 21, "timeout_s": 5}]}))
 
     torch.manual_seed(0)
     bundle = save_bundle(create_model("lanes_tiny"), root / "lanes")
@@ -92,6 +99,22 @@ def env(tmp_path_factory):
 
 def post(env, body) -> httpx.Response:
     return httpx.post(env["url"] + PATH, json=body, timeout=120)
+
+
+def figure(env, name, provider="ours") -> float:
+    """A provider's sample of ``name`` on the server's /metrics (0 before its first)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(env["url"] + "/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels.get("provider") == provider:
+                return sample.value
+    return 0.0
+
+
+FAILURES = "roadvision_imagery_provider_failures_total"
+OPEN = "roadvision_imagery_provider_circuit_open"
 
 
 def test_an_area_outside_the_catalogue_is_mapped_from_tiles_then_cached(env):
@@ -188,7 +211,9 @@ def test_cache_key_names_the_tile_provider_template_and_zoom():
         tile, ImagerySource(**{**tile.__dict__, "zoom": 19}),
         ImagerySource(**{**tile.__dict__, "href": "http://t/v2/{z}/{x}/{y}.png"}),
         ImagerySource(**{**tile.__dict__, "provider": "theirs"}))}
-    assert len(keys) == 4  # zoom, template and provider each change the key
+    keys.add(area_cache_key(asked, [ImagerySource(**{**tile.__dict__, "date": "2024-05-01"})],
+                            "1", 0.1, None))
+    assert len(keys) == 5  # zoom, template, provider and the layer's date each change it
     assert area_cache_key(asked, [tile], "1", 0.1, None) == area_cache_key(
         asked, [ImagerySource(**tile.__dict__)], "1", 0.1, None)
 
@@ -206,9 +231,32 @@ def test_bad_providers_file_stops_the_start_in_one_line(capsys, tmp_path):
         assert info.value.code == 2 and words in line, line
 
 
+def test_a_dated_request_reads_only_tiles_dated_on_or_before_it(env):
+    east = env["bbox"](env["mid"] + 2, 3, env["mid"] + 9, 15)
+    env["hits"].clear()
+    response = post(env, {"bbox": east, "date": "2021-06-30"})
+    assert response.status_code == 200, response.text
+    (used,) = response.json()["roadvision"]["imagery"]
+    assert (used["id"], used["provider"], used["date"]) == ("vintage/z20", "vintage", VINTAGE)
+    features = response.json()["features"]
+    assert features and {f["properties"]["imagery_date"] for f in features} == {VINTAGE}
+    assert env["hits"]  # "ours" (undated) was skipped, "vintage" fetched
+
+    env["hits"].clear()
+    before = post(env, {"bbox": east, "date": "2019-12-31"})
+    assert before.status_code == 404, before.text
+    error = before.json()["error"]
+    assert "(imagery acquired on or before 2019-12-31)" in error
+    assert ("ours (xyz): its tiles carry no acquisition date (set `date:` in its config); a "
+            "dated request skips it") in error
+    assert f"vintage (xyz): its imagery is dated {VINTAGE}, after 2019-12-31" in error
+    assert env["hits"] == []  # decided by the plan: no tile asked
+
+
 def test_tile_server_down_is_a_404_or_422_naming_the_provider(env):
     earlier = env["bbox"](env["mid"] + 1, 2, env["mid"] + 6, 8)
     assert post(env, {"bbox": earlier}).status_code == 200  # mapped from tiles while up
+    failures = figure(env, FAILURES)
     port = env["tiles"].server_address[1]
     env["tiles"].shutdown()
     env["tiles"].server_close()  # nothing listens on the port: connection refused
@@ -233,11 +281,30 @@ def test_tile_server_down_is_a_404_or_422_naming_the_provider(env):
         assert [i["id"] for i in allowed.json()["roadvision"]["imagery"]] == ["west-half"]
         assert 0.4 < allowed.json()["roadvision"]["coverage"] < 0.8
 
-        # what was mapped from the tiles before still answers: its key needs no tile
+        # three failed fetches in a row: the circuit is open, counted and exported
+        assert figure(env, FAILURES) == failures + 3
+        assert figure(env, OPEN) == 1
+        # what was mapped from the tiles before still answers: its key needs no tile (the
+        # plan holds "ours" back for its open circuit, the cache still has its answer)
         assert post(env, {"bbox": earlier}).headers["x-roadvision-cache"] == "hit"
         assert "imagery provider ours (xyz) skipped" in env["server"].log_text()
+        # a new area: "ours" is skipped at once, without a connection attempt (not counted)
+        fresh = env["bbox"](env["mid"] + 2, 9, env["mid"] + 8, 16)
+        skipped = post(env, {"bbox": fresh})
+        assert skipped.status_code == 404, skipped.text
+        assert ("ours (xyz): circuit open after 3 consecutive failures (last: "
+                in skipped.json()["error"]) and "retried in" in skipped.json()["error"]
+        assert figure(env, FAILURES) == failures + 3
     finally:  # back on the same port for the other tests (whatever their order)
         handler = env["tiles"].RequestHandlerClass
         env["tiles"] = ThreadingHTTPServer(("127.0.0.1", port), handler)
         env["tiles"].daemon_threads = True
         threading.Thread(target=env["tiles"].serve_forever, daemon=True).start()
+    # after the cooldown one request is the trial; the server is back: the circuit closes
+    deadline = time.monotonic() + COOLDOWN_S + 30
+    while (answer := post(env, {"bbox": fresh})).status_code == 404 and \
+            time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert answer.status_code == 200, answer.text
+    assert [i["id"] for i in answer.json()["roadvision"]["imagery"]] == ["ours/z20"]
+    assert figure(env, OPEN) == 0 and figure(env, FAILURES) == failures + 3

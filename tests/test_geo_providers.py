@@ -3,7 +3,10 @@
 The tile server (a thread on 127.0.0.1) renders Web Mercator PNG tiles from a GeoTIFF on
 request, computing each tile's bounds from the tile formulas itself (not with the code under
 test). The GeoTIFF is a gradient (red = column / 2, green = row / 2), so a pixel's value says
-where it came from: a georeference off by 0.4 m shows as a colour off by 2.
+where it came from: a georeference off by 0.4 m shows as a colour off by 2. Its path prefix
+picks a failure: ``/missing`` 404, ``/html`` an HTML page, ``/slow`` a timeout, ``/flaky`` 503
+while the handler's ``down`` event is set; any other prefix (``/dated/2019-06-01``) is kept in
+the hits it records and served.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from rasterio.vrt import WarpedVRT
 from roadvision.data.synth.geotiff import write_tiles
 from roadvision.geo.catalogue import index_folder, write_catalogue
 from roadvision.geo.crs import WGS84, utm_crs
-from roadvision.geo.providers import ImageryChain, NoImageryError
+from roadvision.geo.providers import ImageryChain, NoImageryError, load_config
 from roadvision.geo.raster import write_rgb
 from tests._cli import one_line_error, run_main
 
@@ -61,6 +64,7 @@ def _tile_bounds_3857(z, x, y):
 class _Tiles(BaseHTTPRequestHandler):
     source = ""
     hits: list[str] = []
+    down = threading.Event()  # /flaky answers 503 while set
 
     def log_message(self, *args):  # quiet
         pass
@@ -83,6 +87,8 @@ class _Tiles(BaseHTTPRequestHandler):
             return self._send(404, b"no such tile", "text/plain")
         if parts[0] == "slow":
             time.sleep(1.5)
+        if parts[0] == "flaky" and self.down.is_set():
+            return self._send(503, b"overloaded", "text/plain")
         if parts[0] == "wmts":  # KVP: ...&TILEMATRIX=EPSG:3857:19&TILEROW=..&TILECOL=..
             q = {k.upper(): v[0] for k, v in parse_qs(url.query).items()}
             z, y, x = int(q["TILEMATRIX"].rsplit(":", 1)[1]), int(q["TILEROW"]), int(q["TILECOL"])
@@ -108,7 +114,8 @@ def world(tmp_path_factory):
     tiles = write_tiles(root / "local", 2, seed=3, size=(64, 64), gsd=0.1, city="london")
     write_catalogue(root / "local" / "catalogue.json", index_folder(root / "local"))
     transform, crs = _gradient(root / "gradient.tif")
-    handler = type("Handler", (_Tiles,), {"source": str(root / "gradient.tif"), "hits": []})
+    handler = type("Handler", (_Tiles,), {"source": str(root / "gradient.tif"), "hits": [],
+                                          "down": threading.Event()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -251,10 +258,31 @@ def test_find_lists_what_covers_and_bad_configs_are_one_line_errors(world, capsy
             ("providers: [{name: x, kind: xyz, url: 'http://h/{z}/{x}/{y}', max_zoom: 40}]",
              "max_zoom must be an integer in [0, 24]"),
             ("providers: [{name: x, kind: catalogue, catalog: a.json}]", "unknown keys"),
-            ("providers: [{name: [", "not valid yaml")):
+            ("providers: [{name: [", "not valid yaml"),
+            ("providers: [{name: x, kind: xyz, url: 'http://h/{z}/{x}/{y}', date: '2024-13-01'}]",
+             "date '2024-13-01' is not a date (YYYY-MM-DD)"),
+            ("providers: [{name: x, kind: xyz, url: 'http://h/{z}/{x}/{y}', date: 'May 2024'}]",
+             "date 'May 2024' is not a date"),
+            ("providers: [{name: x, kind: xyz, url: 'http://h/{date}/{z}/{x}/{y}'}]",
+             "the URL template has {date}: set default_date"),
+            ("providers: [{name: x, kind: xyz, url: 'http://h/{z}/{x}/{y}', "
+             "default_date: 2024-05-01}]", "default_date is for a URL template with {date}"),
+            ("providers: [{name: x, kind: catalogue, catalogue: a.json, date: 2024-05-01}]",
+             "date is for tile providers"),
+            ("providers: [{name: x, kind: xyz, url: 'http://h/{z}/{x}/{y}', "
+             "failure_threshold: 0}]", "failure_threshold must be an integer in [1, 1000], got 0"),
+            ("providers: [{name: x, kind: xyz, url: 'http://h/{z}/{x}/{y}', cooldown_s: -5}]",
+             "cooldown_s must be a number of seconds in (0, 86400], got -5")):
         bad.write_text(text)
         code, _, err = run_main(capsys, "imagery", "providers", "--providers", bad)
         assert message in one_line_error(code, err), text
+    # YAML reads an unquoted date as a date: taken as the same "YYYY-MM-DD"
+    bad.write_text("providers: [{name: x, kind: wmts, url: 'http://h/{date}/{TileMatrix}/"
+                   "{TileRow}/{TileCol}', default_date: 2023-07-01}, {name: y, kind: xyz, url: "
+                   "'http://h/{z}/{x}/{y}', date: 2024-05-01, failure_threshold: 5}]")
+    (x, y) = load_config(bad)
+    assert (x.default_date, x.date, y.date, y.failure_threshold, y.cooldown_s) == (
+        "2023-07-01", None, "2024-05-01", 5, 60.0)
 
 
 def test_providers_cli_table_and_json(world, capsys, monkeypatch):
@@ -265,6 +293,8 @@ def test_providers_cli_table_and_json(world, capsys, monkeypatch):
     assert code == 0, err
     assert "local" in out and "2 rasters" in out and "z10-20" in out and "$RV_TEST_TILE_KEY" in out
     assert out.index("local") < out.index("ours")
+    ours = next(line for line in out.splitlines() if "ours" in line)
+    assert "undated" in ours and "closed" in ours  # the layer's date and its breaker state
     code, out, err = run_main(capsys, "imagery", "providers", "--json")
     rows = json.loads(out)
     assert [(r["name"], r["kind"], r["enabled"]) for r in rows] == [
@@ -311,3 +341,147 @@ def test_date_keeps_imagery_acquired_on_or_before_it(world):
     assert chain.find(_local_bbox(world), date="2026-06-01")[0].date == "2026-06-01"
     with pytest.raises(NoImageryError, match="no raster acquired on or before 2026-05-31"):
         chain.read(_local_bbox(world), 0.1, date="2026-05-31")
+
+
+def _reasons(err) -> dict[str, str]:
+    return dict(err.value.tried)
+
+
+def test_a_dated_request_keeps_only_tile_layers_acquired_on_or_before_it(world):
+    """Undated tiles are skipped by a dated request (a user asking for 2019 never gets today's
+    tiles unawares); a layer's ``date:`` is kept on or before the date asked, skipped after."""
+    chain = ImageryChain.from_config(_config(
+        world, _xyz(world, "today"), _xyz(world, "later", date="2025-03-01"),
+        _xyz(world, "vintage", date="2024-05-01"), name="dated.json"))
+    bbox = _gradient_bbox()
+    undated = chain.plan(bbox, 0.2)  # no date: every provider matches, in chain order
+    assert [(s.provider, s.date) for s in undated.tiles] == [
+        ("today", None), ("later", "2025-03-01"), ("vintage", "2024-05-01")]
+
+    plan = chain.plan(bbox, 0.2, date="2024-12-31")
+    assert [s.provider for s in plan.tiles] == ["vintage"]
+    tried = dict(plan.tried)
+    assert tried["today (xyz)"] == ("its tiles carry no acquisition date (set `date:` in its "
+                                    "config); a dated request skips it")
+    assert tried["later (xyz)"] == "its imagery is dated 2025-03-01, after 2024-12-31"
+    image = chain.read(bbox, 0.2, date="2024-12-31")
+    (source,) = image.sources
+    assert source.provider == "vintage" and image.covered.all()
+    assert source.properties()["imagery_date"] == "2024-05-01"  # the layer's, not None
+    assert chain.plan(bbox, 0.2, date="2024-05-01").tiles[0].provider == "vintage"  # on it
+    with pytest.raises(NoImageryError) as err:
+        chain.read(bbox, 0.2, date="2024-04-30")
+    reasons = _reasons(err)
+    assert list(reasons) == ["local (catalogue)", "today (xyz)", "later (xyz)", "vintage (xyz)"]
+    assert reasons["vintage (xyz)"] == "its imagery is dated 2024-05-01, after 2024-04-30"
+    assert "no acquisition date" in reasons["today (xyz)"]
+    assert reasons["local (catalogue)"] == "no indexed raster meets the area"
+
+
+def test_a_date_template_is_asked_for_the_date_requested(world):
+    archive = _xyz(world, "archive", "/dated/{date}", default_date="2023-07-01")
+    chain = ImageryChain.from_config(_config(world, archive, _xyz(world, "today"),
+                                             name="archive.json"))
+    hits = world["handler"].hits
+    hits.clear()
+    image = chain.read(_gradient_bbox(), 0.2, date="2019-06-01")
+    (source,) = image.sources
+    assert (source.provider, source.date) == ("archive", "2019-06-01")
+    assert image.covered.all() and image.pixels[..., 2].min() >= 126
+    assert hits and all(h.startswith("/dated/2019-06-01/19/") for h in hits)  # what it saw
+    hits.clear()
+    undated = chain.read(_gradient_bbox(), 0.2)  # no date asked: its default_date
+    assert undated.sources[0].date == "2023-07-01"
+    assert hits and all(h.startswith("/dated/2023-07-01/19/") for h in hits)
+    rows = {r["name"]: r for r in chain.describe()}
+    assert rows["archive"]["date"] == "{date} (default 2023-07-01)"
+    assert rows["today"]["date"] == "undated"
+    assert rows["local"]["date"] == "2026-06-01"  # its rasters' acquisition dates
+    assert rows["today"]["circuit"] == "closed" and rows["local"]["circuit"] == "-"
+
+
+def test_circuit_opens_after_consecutive_503s_and_a_trial_closes_it(world):
+    """A real loopback server answering 503: after ``failure_threshold`` failed fetches the
+    chain stops asking it (its hit count stops growing); after ``cooldown_s`` (an injected
+    clock, no sleep) one trial fetch is let through: failing, it re-opens; once the server is
+    fixed, it closes."""
+    now = [1000.0]
+    flaky = _xyz(world, "flaky", "/flaky", failure_threshold=3, cooldown_s=30)
+    chain = ImageryChain.from_config(_config(world, flaky, name="flaky.json"),
+                                     clock=lambda: now[0])
+    handler, bbox = world["handler"], _gradient_bbox()
+    handler.hits.clear()
+    handler.down.set()
+    try:
+        counts = []
+        for _ in range(3):
+            with pytest.raises(NoImageryError) as err:
+                chain.read(bbox, 0.2)
+            assert "HTTP 503 Service Unavailable" in _reasons(err)["flaky (xyz)"]
+            counts.append(len(handler.hits))
+        assert counts[0] > 0 and counts[0] < counts[1] < counts[2]  # each read asked it
+        circuit = chain.circuits()["flaky"]
+        assert (circuit.state, circuit.failures, circuit.last_error) == (
+            "open", 3, "HTTP 503 Service Unavailable")
+
+        now[0] += 19  # open: skipped at once, the server is not asked
+        with pytest.raises(NoImageryError) as err:
+            chain.read(bbox, 0.2)
+        assert _reasons(err)["flaky (xyz)"] == (
+            "circuit open after 3 consecutive failures (last: HTTP 503 Service Unavailable); "
+            "retried in 11 s")
+        plan = chain.plan(bbox, 0.2)
+        assert plan.tiles == () and [s.provider for s in plan.held] == ["flaky"]
+        assert len(handler.hits) == counts[-1]
+        row = {r["name"]: r for r in chain.describe()}["flaky"]
+        assert row["circuit"].startswith("open after 3 consecutive failures (last: HTTP 503")
+
+        now[0] += 11  # cooled down: half-open, one trial; the server still fails: re-opened
+        assert chain.circuits()["flaky"].state == "half-open"
+        with pytest.raises(NoImageryError):
+            chain.read(bbox, 0.2)
+        assert len(handler.hits) == counts[-1] + 1  # the trial asked exactly one tile
+        assert chain.circuits()["flaky"].state == "open"
+        assert chain.circuits()["flaky"].retry_in_s == pytest.approx(30)  # a full cooldown
+        with pytest.raises(NoImageryError, match="circuit open after 4 consecutive"):
+            chain.read(bbox, 0.2)
+        assert len(handler.hits) == counts[-1] + 1
+
+        handler.down.clear()  # the server is fixed
+        now[0] += 30
+        image = chain.read(bbox, 0.2)
+        assert image.sources[0].provider == "flaky" and image.covered.all()
+        circuit = chain.circuits()["flaky"]
+        assert (circuit.state, circuit.failures, circuit.total_failures) == ("closed", 0, 4)
+    finally:
+        handler.down.clear()
+
+
+def test_no_tile_there_is_no_failure_and_the_trial_is_one_at_a_time(world):
+    """A 404 (the provider answering that it has no such tile) never opens the circuit; while
+    a half-open trial is in flight, other requests skip the provider."""
+    from roadvision.geo.breaker import Breaker
+
+    gone = _xyz(world, "gone", "/missing", failure_threshold=1)
+    chain = ImageryChain.from_config(_config(world, gone, name="gone.json"))
+    for _ in range(3):
+        with pytest.raises(NoImageryError, match="HTTP 404"):
+            chain.read(_gradient_bbox(), 0.2)
+    assert chain.circuits()["gone"].state == "closed"
+    assert chain.circuits()["gone"].total_failures == 0
+
+    now = [0.0]
+    breaker = Breaker(2, 10.0, lambda: now[0])
+    breaker.failed("HTTP 502 Bad Gateway")
+    assert breaker.acquire() is None  # one failure of two: still closed
+    breaker.failed("timed out")
+    assert breaker.acquire().startswith("circuit open after 2 consecutive failures (last: "
+                                        "timed out); retried in 10 s")
+    now[0] = 10.0
+    assert breaker.acquire() is None  # the trial
+    assert "a trial fetch is in flight" in breaker.acquire()  # a second one is refused
+    assert "a trial fetch is in flight" in breaker.refusal()
+    breaker.release()  # the trial said nothing (a 404): the next may try
+    assert breaker.acquire() is None
+    breaker.succeeded()
+    assert breaker.snapshot().state == "closed" and breaker.acquire() is None

@@ -104,11 +104,12 @@ def providers(
         typer.echo(f"no imagery providers configured (pass --providers FILE or set {ENV_VAR})")
         return
     table = Table()
-    for column in ("#", "name", "kind", "coverage", "zoom / GSD", "enabled", "key from",
-                   "attribution"):
+    for column in ("#", "name", "kind", "coverage", "zoom / GSD", "date", "enabled", "key from",
+                   "circuit", "attribution"):
         table.add_column(column, overflow="fold")
     for i, r in enumerate(rows, start=1):
         table.add_row(str(i), escape(r["name"]), r["kind"], escape(r["coverage"]), r["zoom"],
-                      "yes" if r["enabled"] else "no", escape(r["key"]),
+                      escape(r.get("date") or "-"), "yes" if r["enabled"] else "no",
+                      escape(r["key"]), escape(r.get("circuit") or "-"),
                       escape(r["attribution"] or "-"))
     Console().print(table)

@@ -235,7 +235,8 @@ def calibrate(
     data_dir: Path = typer.Argument(..., help="data set folder"),
     split: Literal["train", "val"] = typer.Option("val", help="split to fit on (never test)"),
 ) -> None:
-    """Fit temperature (and, for roadwork, a logit bias) and store them in the bundle."""
+    """Fit a temperature and decision biases (roadwork: one logit bias; lanes: one per class)
+    and store them in the bundle."""
     from roadvision.evaluation import calibrate as calibrate_bundle
 
     _print_calibration(calibrate_bundle(*_bundle_for(bundle_dir, data_dir), split=split))

@@ -4,11 +4,15 @@ Tiles are the Google / OSM quad tree in EPSG:3857 (WMTS's ``GoogleMapsCompatible
 matrix set): zoom z has 2^z x 2^z tiles of ``tile_size`` px, x from the west, y (row) from
 the north. A URL template names a tile with ``{z}/{x}/{y}`` (XYZ) or ``{TileMatrix}``,
 ``{TileRow}``, ``{TileCol}`` (WMTS, REST or KVP); ``{api_key}`` is filled from an environment
-variable and never appears in a message (:func:`redact`).
+variable and never appears in a message (:func:`redact`); ``{date}`` (a time-dimension layer)
+is filled with the acquisition date asked for (``TileSource.date``, "YYYY-MM-DD").
 
 Each fetch has a timeout, a size limit and a content-type check (an HTML error page served
 with status 200 is not a tile), and decodes with Pillow; a failed tile raises
-:class:`TileError` with the tile and the reason.
+:class:`TileError` with the tile and the reason. ``TileError.fault`` says whether the failure
+is the provider's (unreachable, timed out, HTTP 5xx / 401 / 403 / 408 / 429, not an image: it
+counts towards the provider's circuit breaker in ``roadvision.geo.providers``) or not (a tile
+that is not there, 404 / 410 and other 4xx; an area needing too many tiles: nothing was asked).
 """
 
 from __future__ import annotations
@@ -32,7 +36,19 @@ _IMAGE_TYPES = ("image/png", "image/jpeg", "image/jpg", "image/webp")
 
 
 class TileError(Exception):
-    """One tile could not be had; the message names it and says why."""
+    """One tile could not be had; the message names it and says why, ``reason`` is the why
+    alone (no tile, no URL) and ``fault`` whether it speaks against the provider's health."""
+
+    def __init__(self, message: str, reason: str | None = None, fault: bool = True) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+        self.fault = fault
+
+
+#: HTTP statuses below 500 that still mean the provider is not serving us (its key refused, it
+#: timed out, it is rate limiting): they count as failures. Other 4xx (404: no tile there) are
+#: the provider answering; they say nothing against it.
+_FAULT_STATUSES = (401, 403, 408, 429)
 
 
 @dataclass(frozen=True)
@@ -47,11 +63,13 @@ class TileSource:
     # the value, from the environment variable the config names; kept out of repr()
     api_key: str | None = field(default=None, repr=False)
     headers: tuple[tuple[str, str], ...] = ()
+    date: str | None = None  # the {date} of a time-dimension template ("YYYY-MM-DD")
 
     def url_for(self, z: int, x: int, y: int, key: str | None = None) -> str:
         return self.url.format(z=z, x=x, y=y, TileMatrix=f"{self.matrix_prefix}{z}",
                                TileRow=y, TileCol=x,
-                               api_key=self.api_key if key is None else key)
+                               api_key=self.api_key if key is None else key,
+                               date=self.date or "")
 
 
 def redact(source: TileSource, z: int, x: int, y: int) -> str:
@@ -103,33 +121,37 @@ def fetch_tile(source: TileSource, z: int, x: int, y: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     where = f"tile {z}/{x}/{y} ({redact(source, z, x, y)})"
+
+    def failed(reason: object, fault: bool = True) -> TileError:
+        return TileError(f"{where}: {reason}", str(reason), fault)
+
     request = urllib.request.Request(source.url_for(z, x, y),
                                      headers={"User-Agent": "roadvision", **dict(source.headers)})
     try:
         with urllib.request.urlopen(request, timeout=source.timeout_s) as response:
             kind = (response.headers.get_content_type() or "").lower()
             if kind not in _IMAGE_TYPES:
-                raise TileError(f"{where}: content type {kind!r} is not an image")
+                raise failed(f"content type {kind!r} is not an image")
             body = response.read(source.max_bytes + 1)
     except urllib.error.HTTPError as exc:
-        raise TileError(f"{where}: HTTP {exc.code} {exc.reason}") from None
+        raise failed(f"HTTP {exc.code} {exc.reason}",
+                     exc.code >= 500 or exc.code in _FAULT_STATUSES) from None
     except urllib.error.URLError as exc:
-        reason = "timed out" if isinstance(exc.reason, TimeoutError) else exc.reason
-        raise TileError(f"{where}: {reason}") from None
+        raise failed("timed out" if isinstance(exc.reason, TimeoutError) else exc.reason) from None
     except TimeoutError:
-        raise TileError(f"{where}: timed out after {source.timeout_s} s") from None
+        raise failed(f"timed out after {source.timeout_s} s") from None
     except OSError as exc:
-        raise TileError(f"{where}: {exc}") from None
+        raise failed(exc) from None
     if len(body) > source.max_bytes:
-        raise TileError(f"{where}: larger than {source.max_bytes} bytes")
+        raise failed(f"larger than {source.max_bytes} bytes")
     try:
         image = Image.open(io.BytesIO(body))
         image.load()
     except (UnidentifiedImageError, OSError) as exc:
-        raise TileError(f"{where}: not a decodable image ({exc})") from None
+        raise failed(f"not a decodable image ({exc})") from None
     if image.size != (source.tile_size, source.tile_size):
-        raise TileError(f"{where}: {image.size[0]} x {image.size[1]} px, expected "
-                        f"{source.tile_size} px tiles")
+        raise failed(f"{image.size[0]} x {image.size[1]} px, expected {source.tile_size} px "
+                     "tiles")
     return np.asarray(image.convert("RGB"))
 
 
@@ -139,7 +161,8 @@ def stitch(source: TileSource, bbox: Sequence[float], z: int, max_tiles: int = 2
     x0, y0, x1, y1 = tile_range(bbox, z)
     nx, ny, ts = x1 - x0 + 1, y1 - y0 + 1, source.tile_size
     if nx * ny > max_tiles:
-        raise TileError(f"the area needs {nx * ny} tiles at zoom {z}, more than {max_tiles}")
+        raise TileError(f"the area needs {nx * ny} tiles at zoom {z}, more than {max_tiles}",
+                        fault=False)  # nothing was asked: no word on the provider's health
     out = np.zeros((ny * ts, nx * ts, 3), np.uint8)
     for j in range(ny):
         for i in range(nx):

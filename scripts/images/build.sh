@@ -10,6 +10,7 @@
 #                             find-links folder of the host's pip configuration that holds one,
 #                             else torch comes from TORCH_INDEX_URL (download.pytorch.org)
 #   IMAGE_BUILD_ARGS          extra arguments for podman build (e.g. --no-cache)
+#   IMAGE_MIN_FREE_GB         free space podman's image store must have before a build (8)
 #
 # pip inside the build sees what pip on the host sees: the host's CA folder (a TLS proxy's
 # certificate included) and its local find-links / file:// index folders are mounted read-only
@@ -25,6 +26,26 @@ base=${BASE_IMAGE_LOCAL:-roadvision-base:bookworm}
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(serve train)
 
+# A rebuild leaves the image it replaced, and the build stage's image, untagged: some 4 GB a
+# round, until the disk fills (it did, in CI). So the build stage gets a tag of its own (it stays
+# the next build's cache), and untagged images with this project's label (Dockerfile LABEL
+# org.roadvision.image) are removed before and after each build. Cache layers that a tagged
+# image still uses are kept by podman; other projects' images are never touched.
+prune_stale() { podman image prune -f --filter label=org.roadvision.image >/dev/null || true; }
+stage_tag() { case ${1##*/} in *:*) echo "$1-$2" ;; *) echo "$1:$2" ;; esac; }
+
+check_space() {
+  local store avail_kb need_gb=${IMAGE_MIN_FREE_GB:-8}
+  store=$(podman info --format '{{.Store.GraphRoot}}' 2>/dev/null) || store=/var/lib/containers
+  while [ ! -d "$store" ]; do store=$(dirname "$store"); done
+  avail_kb=$(df -Pk "$store" | awk 'NR == 2 {print $4}')
+  [ "${avail_kb:-0}" -ge $((need_gb * 1024 * 1024)) ] || die "$((avail_kb / 1024 / 1024)) GB free \
+under $store (podman's image store); an image build needs about $need_gb GB
+(IMAGE_MIN_FREE_GB). See what holds it with: podman images --all; podman system df"
+}
+
+prune_stale
+check_space
 bash "$here/base.sh" "$base"
 
 work=$(mktemp -d)
@@ -77,6 +98,14 @@ fi
 
 # shellcheck disable=SC2206  # IMAGE_BUILD_ARGS is a word list on purpose
 extra=(${IMAGE_BUILD_ARGS:-})
+# podman build of $dockerfile with this script's mounts and arguments, logged to $log.
+build() {
+  podman build --isolation=chroot --layers -f "$dockerfile" --build-arg BASE_IMAGE="$base" \
+    "${torch_args[@]}" "${mounts[@]}" "${extra[@]}" "$@" "$root" >>"$log" 2>&1 || {
+      tail -n 40 "$log" >&2
+      die "podman build of Dockerfile.$target failed (last lines above)"
+    }
+}
 for target in "${targets[@]}"; do
   case $target in
     serve) tag=$serve_image ;;
@@ -84,12 +113,14 @@ for target in "${targets[@]}"; do
     *) die "unknown image $target (serve or train)" ;;
   esac
   start=$(date +%s)
-  podman build --isolation=chroot --layers -f "$root/Dockerfile.$target" -t "$tag" \
-    --build-arg BASE_IMAGE="$base" "${torch_args[@]}" "${mounts[@]}" "${extra[@]}" "$root" \
-    >"$work/build-$target.log" 2>&1 || {
-      tail -n 40 "$work/build-$target.log" >&2
-      die "podman build of Dockerfile.$target failed (last lines above)"
-    }
+  dockerfile=$root/Dockerfile.$target
+  log=$work/build-$target.log
+  # A named build stage is built (and tagged) first; the full build then reuses its layers.
+  if grep -qiE '^FROM .* AS build\b' "$dockerfile"; then
+    build --target build -t "$(stage_tag "$tag" build)"
+  fi
+  build -t "$tag"
+  prune_stale
   size=$(podman image inspect --format '{{.Size}}' "$tag")
   echo "image $tag: built in $(( $(date +%s) - start )) s, $((size / 1000000)) MB"
 done
