@@ -299,10 +299,11 @@ def main(argv: list[str]) -> int:
         start = time.perf_counter()
         bundle = _bundle(args.model, Path(tmp))
         which = f"--model {args.model}" if args.model else "random-init lanes_small"
-        print(f"throughput and peak memory ({which}, {args.threads} threads, "
-              f"block {args.block} px, {GSD} m/px):", flush=True)
-        rows = ([] if args.f1_only else
-                throughput_and_memory(sizes, bundle, args.threads, args.block, Path(tmp)))
+        rows = []
+        if not args.f1_only:
+            print(f"throughput and peak memory ({which}, {args.threads} threads, "
+                  f"block {args.block} px, {GSD} m/px):", flush=True)
+            rows = throughput_and_memory(sizes, bundle, args.threads, args.block, Path(tmp))
         tiles = args.tiles or (4 if args.quick else 24)
         print(f"polyline F1 on {tiles} tiles of city {args.city} (synthetic; held out only if "
               "the model was trained without it):", flush=True)

@@ -116,3 +116,32 @@ def test_train_overwrite_trains_aside_and_swaps_in(roadwork_data, tmp_path, caps
     assert f"bundle: {run / 'bundle'}" in out
     assert not (run / "stale.txt").exists() and (run / "bundle" / "config.json").is_file()
     load_bundle(run / "bundle")
+
+
+def test_calibrate_lanes_prints_the_class_biases_and_the_iou_they_bought(tmp_path, capsys):
+    data = make_lanes(tmp_path / "lanes", n=80, size=32)  # >= 40 in train
+    run = tmp_path / "run"
+    code, _, err = run_main(capsys, "train", data, run, "--training-profile", "tiny",
+                            "--epochs", "1", "--no-calibrate")
+    assert code == 0, err
+    code, out, err = run_main(capsys, "calibrate", run / "bundle", data, "--split", "train")
+    assert code == 0, err
+    line = " ".join(out.split())  # rich wraps long lines
+    assert "calibrated on train" in line and "lane class biases" in line
+    assert "lane IoU on those pixels" in line and "->" in line
+    saved = json.loads((run / "bundle" / "config.json").read_text())
+    bias = saved["model_config"].get("class_bias")
+    shown = line.split("lane class biases (iou) ")[1]
+    # the line names the biases stored in the bundle, or says that none was kept
+    assert (shown.startswith("none") if not any(bias or []) else
+            shown.startswith(", ".join(f"{b:+.2f}" for b in bias[1:])))
+
+    code, out, err = run_main(capsys, "calibrate", run / "bundle", data, "--split", "train",
+                              "--bias-objective", "lines")
+    assert code == 0, err
+    assert "lane class biases (lines)" in " ".join(out.split()) and "line F1" in out
+    report = json.loads((run / "bundle" / "config.json").read_text())["extra"]["calibration"]
+    assert report["bias_objective"] == "lines" and report["line_tolerance_m"] == 0.5
+    assert len(report["line_f1_before"]) == len(report["line_f1_after"]) == 3
+    assert report["class_bias"] == json.loads(
+        (run / "bundle" / "config.json").read_text())["model_config"]["class_bias"]

@@ -164,6 +164,24 @@ def _print_calibration(report: dict[str, Any]) -> None:
                       f"{report['temperature']:.3f}, logit bias {report['logit_bias']:.3f}; "
                       f"ECE {report['ece_before']:.4f} -> {report['ece_after']:.4f}, "
                       f"MCC@0.5 {report['mcc_before']:.4f} -> {report['mcc_after']:.4f}")
+    elif "lane_iou_before" in report:  # lanes: a temperature and per-class decision biases
+        from roadvision.evaluation.calibration import BIAS_MIN_GAIN
+
+        bias = report.get("class_bias") or []
+        shown = (", ".join(f"{b:+.2f}" for b in bias[1:]) if any(bias) else
+                 f"none (no bias gained {BIAS_MIN_GAIN} IoU: plain argmax kept)")
+        ious = " / ".join(f"{a:.3f}->{b:.3f}" if a is not None and b is not None else "-"
+                          for a, b in zip(report["lane_iou_before"], report["lane_iou_after"],
+                                          strict=False))
+        lines = ""
+        if report.get("bias_objective") == "lines":
+            lines = "; line F1 (skeleton, 0.5 m) " + " / ".join(
+                f"{a:.3f}->{b:.3f}" if a is not None and b is not None else "-"
+                for a, b in zip(report["line_f1_before"], report["line_f1_after"], strict=False))
+        console.print(f"calibrated on {report['split']} (n={report['n']}, {report['n_pixels']} "
+                      f"pixels): temperature {report['temperature']:.3f}; lane class biases "
+                      f"({report.get('bias_objective', 'iou')}) {shown}; lane IoU on those "
+                      f"pixels {ious}{lines}")
     else:
         summary = {k: v for k, v in report.items() if isinstance(v, int | float | str)}
         console.print(f"calibrated: {summary}")
@@ -234,12 +252,16 @@ def calibrate(
     bundle_dir: Path = typer.Argument(..., help="model bundle folder"),
     data_dir: Path = typer.Argument(..., help="data set folder"),
     split: Literal["train", "val"] = typer.Option("val", help="split to fit on (never test)"),
+    bias_objective: Literal["iou", "lines"] = typer.Option(
+        "iou", help="lanes: class biases for the mask's IoU, or for the lines' F1 (a model "
+        "whose output is traced to vectors: predict on GeoTIFFs, areas:analyze)"),
 ) -> None:
     """Fit a temperature and decision biases (roadwork: one logit bias; lanes: one per class)
     and store them in the bundle."""
     from roadvision.evaluation import calibrate as calibrate_bundle
 
-    _print_calibration(calibrate_bundle(*_bundle_for(bundle_dir, data_dir), split=split))
+    _print_calibration(calibrate_bundle(*_bundle_for(bundle_dir, data_dir), split=split,
+                                        objective=bias_objective))
 
 
 def evaluate(

@@ -47,7 +47,7 @@ from roadvision.metrics import ece, mcc
 __all__ = ["fit_temperature", "fit_threshold", "fit_binary_calibration",
            "fit_multiclass_temperature", "fit_class_biases", "weighted_lane_ious", "calibrate",
            "calibrate_on", "calibration_problem", "CalibrationWarning", "MIN_SAMPLES",
-           "MIN_PER_CLASS", "T_BOUNDS", "BIAS_GRID", "BIAS_MIN_GAIN"]
+           "MIN_PER_CLASS", "T_BOUNDS", "BIAS_GRID", "BIAS_MIN_GAIN", "BIAS_OBJECTIVES"]
 
 MIN_SAMPLES = 40  # images; below this the fitted values move more than they correct
 MIN_PER_CLASS = 8  # roadwork: images of each label
@@ -170,6 +170,9 @@ BIAS_GRID = np.round(np.arange(-4.0, 4.0001, 0.25), 2)  # lanes class biases, lo
 #: A bias further from 0 must raise the mean lane IoU by this much to be taken: smaller gains
 #: on the fitting pixels are noise, and a fit that moves nothing should leave the argmax alone.
 BIAS_MIN_GAIN = 1e-3
+#: What lane class biases maximise: the mask's IoU, or the lines' skeleton F1 (line_biases).
+BIAS_OBJECTIVES = ("iou", "lines")
+LINE_TOLERANCE_M = 0.5  # the polyline F1's tighter buffer (roadvision.geo.metrics)
 
 
 def weighted_lane_ious(pred: np.ndarray, labels: np.ndarray, weights: np.ndarray,
@@ -222,8 +225,11 @@ def _probs(logits: np.ndarray, temperature: float, bias: float) -> np.ndarray:
 
 
 def calibrate(bundle_dir: str | Path, data_dir: str | Path, split: str = "val",
-              batch_size: int = 32, fit_bias: bool = True, max_pixels: int = 200_000) -> dict:
+              batch_size: int = 32, fit_bias: bool = True, max_pixels: int = 200_000,
+              objective: str = "iou") -> dict:
     """Fit calibration on ``split`` of ``data_dir`` and write it into the bundle's config.json.
+    ``objective`` (lanes): what the class biases maximise, ``"iou"`` (the mask) or ``"lines"``
+    (the skeleton F1 at 0.5 m, ``line_biases``: for a model whose output is traced to vectors).
 
     Returns the fitted values and the split's ECE / MCC before and after (and ``warning``
     when the split was too small or the fit degenerate: then temperature 1 is kept).
@@ -238,12 +244,12 @@ def calibrate(bundle_dir: str | Path, data_dir: str | Path, split: str = "val",
     rows = load_rows(data_dir, [split])
     ds = ManifestDataset(data_dir, rows, model.cfg)
     return calibrate_on(bundle_dir, [(model, ds)], split, batch_size=batch_size,
-                        fit_bias=fit_bias, max_pixels=max_pixels)
+                        fit_bias=fit_bias, max_pixels=max_pixels, objective=objective)
 
 
 def calibrate_on(bundle_dir: str | Path, sources: Sequence[tuple[Any, Any]], source: str,
                  batch_size: int = 32, fit_bias: bool = True,
-                 max_pixels: int = 200_000) -> dict:
+                 max_pixels: int = 200_000, objective: str = "iou") -> dict:
     """Fit on the raw logits each ``(model, dataset)`` pair gives (one pair: the bundle's model
     on val; k pairs: fold models on their held-out folds) and write the result into the
     bundle's config.json. ``source`` names the data in the report (``"val"``, ``"oof-5"``).
@@ -272,7 +278,12 @@ def calibrate_on(bundle_dir: str | Path, sources: Sequence[tuple[Any, Any]], sou
         }
         changes = {"temperature": fitted["temperature"], "logit_bias": fitted["logit_bias"]}
     else:
+        if objective not in BIAS_OBJECTIVES:
+            raise UserError(f"bias objective {objective!r}: expected one of "
+                            f"{', '.join(BIAS_OBJECTIVES)}")
         report, changes = _calibrate_lanes(sources, batch_size, max_pixels, source, fit_bias)
+        if fit_bias and objective == "lines" and not report.get("warning"):
+            report, changes = _fit_line_biases(sources, batch_size, report, changes)
     update_bundle_config(bundle_dir, extra={"calibration": report}, **changes)
     return report
 
@@ -326,3 +337,37 @@ def _calibrate_lanes(sources, batch_size, max_pixels, split, fit_bias=True
               "lane_iou_before": [None if np.isnan(v) else float(v) for v in before],
               "lane_iou_after": [None if np.isnan(v) else float(v) for v in after]}
     return report, {"temperature": t, "class_bias": bias}
+
+
+def _fit_line_biases(sources, batch_size: int, report: dict, changes: dict
+                     ) -> tuple[dict, dict]:
+    """Refit the class biases for lines (``line_biases``) on the full masks of ``sources``,
+    at the temperature just fitted; the report keeps the IoU fit's figures beside."""
+    from roadvision.runtime.inference import LOGITS, model_gsd_m, predict_dataset
+
+    from .line_biases import fit_line_biases
+
+    logits, masks, tol_px = [], [], None
+    for model, ds in sources:
+        tol_px = LINE_TOLERANCE_M / model_gsd_m(model)
+        for res in predict_dataset(model, ds, batch_size=batch_size, mode=LOGITS):
+            logits.append(res["logits"])
+            masks.append(res["mask"])
+    t = report["temperature"]
+    bias, before, after = fit_line_biases(logits, masks, t, tol_px, BIAS_GRID, BIAS_MIN_GAIN)
+    # the mask IoU these biases give, on every pixel of the same images (not a sample)
+    labels = np.concatenate([m.reshape(-1) for m in masks])
+    num_classes = logits[0].shape[0]
+
+    def ious(b: Sequence[float]) -> list[float | None]:
+        pred = np.concatenate([(z / t + np.asarray(b, np.float32)[:, None, None]).argmax(0)
+                               .reshape(-1) for z in logits])
+        values = weighted_lane_ious(pred, labels, np.ones(len(labels)), num_classes)
+        return [None if np.isnan(v) else float(v) for v in values]
+
+    report = {**report, "class_bias": bias, "bias_objective": "lines",
+              "iou_class_bias": report["class_bias"], "line_tolerance_m": LINE_TOLERANCE_M,
+              "line_f1_before": before, "line_f1_after": after,
+              "lane_iou_before": ious([0.0] * num_classes), "lane_iou_after": ious(bias)}
+    return report, {**changes, "class_bias": bias}
+
