@@ -34,7 +34,7 @@ logits carry no information there is best answered near 0.5), with a warning tha
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ from roadvision.metrics import ece, mcc
 __all__ = ["fit_temperature", "fit_threshold", "fit_binary_calibration",
            "fit_multiclass_temperature", "fit_class_biases", "weighted_lane_ious", "calibrate",
            "calibrate_on", "calibration_problem", "CalibrationWarning", "MIN_SAMPLES",
-           "MIN_PER_CLASS", "T_BOUNDS", "BIAS_GRID", "BIAS_MIN_GAIN", "BIAS_OBJECTIVES"]
+           "MIN_PER_CLASS", "T_BOUNDS", "BIAS_GRID", "BIAS_MIN_GAIN", "BIAS_OBJECTIVES",
+           "ascend_biases"]
 
 MIN_SAMPLES = 40  # images; below this the fitted values move more than they correct
 MIN_PER_CLASS = 8  # roadwork: images of each label
@@ -201,20 +202,30 @@ def fit_class_biases(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray
     w = np.asarray(weights, dtype=np.float64)
     num_classes = z.shape[1]
     present = [c for c in range(1, num_classes) if np.any(y == c)]
-    bias = np.zeros(num_classes, dtype=np.float32)
 
     def score(b: np.ndarray) -> float:
         ious = weighted_lane_ious((z + b).argmax(1), y, w, num_classes)
         return float(np.nanmean(ious[[c - 1 for c in present]]))
 
+    return ascend_biases(score, present, num_classes, BIAS_GRID, BIAS_MIN_GAIN, rounds)
+
+
+def ascend_biases(score: Callable[[np.ndarray], float], classes: Sequence[int],
+                  num_classes: int, grid: Sequence[float], min_gain: float,
+                  rounds: int = 2) -> list[float]:
+    """Per-class biases (0 for classes not in ``classes``) maximising ``score(bias)``:
+    coordinate ascent, ``rounds`` passes over ``grid`` per class, nearest 0 first (it wins
+    ties); a bias further from 0 must gain ``min_gain``, so a decision that is already
+    (nearly) best stays. Shared by the IoU fit here and the lines fit (``line_biases``)."""
+    bias = np.zeros(num_classes, dtype=np.float32)
     for _ in range(rounds):
-        for c in present:
+        for c in classes:
             best_b, best_s = 0.0, -np.inf
-            for value in sorted(BIAS_GRID, key=abs):  # nearest 0 first: it wins ties
+            for value in sorted(grid, key=abs):
                 trial = bias.copy()
                 trial[c] = value
                 s_trial = score(trial)
-                if s_trial > best_s + (BIAS_MIN_GAIN if np.isfinite(best_s) else 0.0):
+                if s_trial > best_s + (min_gain if np.isfinite(best_s) else 0.0):
                     best_b, best_s = float(value), s_trial
             bias[c] = best_b
     return [float(b) for b in bias]

@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from skimage.morphology import skeletonize
 
+from .calibration import ascend_biases
+
 __all__ = ["skeleton_counts", "skeleton_f1", "fit_line_biases"]
 
 
@@ -86,23 +88,13 @@ def fit_line_biases(logits: Sequence[np.ndarray], masks: Sequence[np.ndarray],
     def score(b: np.ndarray) -> float:
         return float(np.nanmean(per_class(b)))
 
-    bias = np.zeros(num_classes, np.float32)
     if not present:
         return [0.0] * num_classes, [None] * (num_classes - 1), [None] * (num_classes - 1)
-    before = per_class(bias)
-    for _ in range(rounds):
-        for c in present:
-            best_b, best_s = 0.0, -np.inf
-            for value in sorted(grid, key=abs):
-                trial = bias.copy()
-                trial[c] = value
-                s = score(trial)
-                if s > best_s + (min_gain if np.isfinite(best_s) else 0.0):
-                    best_b, best_s = float(value), s
-            bias[c] = best_b
-    after = per_class(bias)
+    before = per_class(np.zeros(num_classes, np.float32))
+    bias = ascend_biases(score, present, num_classes, grid, min_gain, rounds)
+    after = per_class(np.asarray(bias, np.float32))
 
     def listed(f1: np.ndarray) -> list[float | None]:
         return [None if np.isnan(v) else float(v) for v in f1]
 
-    return [float(b) for b in bias], listed(before), listed(after)
+    return bias, listed(before), listed(after)
