@@ -144,9 +144,11 @@ def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str,
                 sources = out_of_fold_sources(data_dir, cfg, cfg.calibration_folds,
                                               result.best_epoch, Path(work) / "folds")
                 calibration = calibrate_on(result.bundle_dir, sources,
-                                           f"oof-{cfg.calibration_folds}")
+                                           f"oof-{cfg.calibration_folds}",
+                                           objective=cfg.lane_bias_objective)
             else:
-                calibration = calibrate(result.bundle_dir, data_dir, split="val")
+                calibration = calibrate(result.bundle_dir, data_dir, split="val",
+                                        objective=cfg.lane_bias_objective)
             shutil.copytree(result.bundle_dir, out_dir, dirs_exist_ok=True)
         summary = {"member": member, "best_metric": float(result.best_metric),
                    "best_epoch": result.best_epoch, "calibration": calibration,

@@ -20,7 +20,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+#: What a lanes model's per-class decision biases may be fitted for: the mask's IoU, or the
+#: lines' skeleton F1 (``evaluation.line_biases``, for output traced to vectors). Here, on the
+#: ground floor, because training's config and evaluation's calibration both name it.
+LANE_BIAS_OBJECTIVES = ("iou", "lines")
+
 __all__ = [
+    "LANE_BIAS_OBJECTIVES",
     "binary_confusion",
     "mcc",
     "auroc",

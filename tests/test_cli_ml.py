@@ -145,3 +145,17 @@ def test_calibrate_lanes_prints_the_class_biases_and_the_iou_they_bought(tmp_pat
     assert len(report["line_f1_before"]) == len(report["line_f1_after"]) == 3
     assert report["class_bias"] == json.loads(
         (run / "bundle" / "config.json").read_text())["model_config"]["class_bias"]
+
+
+def test_train_calibrates_lanes_for_lines_when_the_config_says_so(tmp_path, capsys):
+    data = make_lanes(tmp_path / "lanes", n=200, size=32)  # 40 val images: enough to fit
+    run = tmp_path / "run"
+    code, out, err = run_main(capsys, "train", data, run, "--training-profile", "tiny",
+                              "--epochs", "1", "--set", "lane_bias_objective=lines")
+    assert code == 0, err
+    assert "lane class biases (lines)" in " ".join(out.split())
+    report = json.loads((run / "bundle" / "config.json").read_text())["extra"]["calibration"]
+    assert report["bias_objective"] == "lines" and report["split"] == "val"
+    code, _, err = run_main(capsys, "train", data, tmp_path / "bad", "--training-profile",
+                            "tiny", "--set", "lane_bias_objective=area")
+    assert code != 0 and "lane_bias_objective 'area' is not one of" in err

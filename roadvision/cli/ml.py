@@ -145,14 +145,15 @@ def _config(data_dir: Path, training_profile: str, sets: list[str] | None, **opt
         raise UserError(f"--set: {exc}") from None
 
 
-def _report_run(result: Any, calibrate_after: bool, data_dir: Path) -> None:
+def _report_run(result: Any, calibrate_after: bool, data_dir: Path, cfg: Any) -> None:
     from roadvision.evaluation import calibrate as calibrate_bundle
 
     stop = "stopped early" if result.stopped_early else "ran all epochs"
     console.print(f"[green]trained[/] {len(result.history)} epochs ({stop}); best val metric "
                   f"{result.best_metric:.4f} at epoch {result.best_epoch}")
     if calibrate_after:
-        _print_calibration(calibrate_bundle(result.bundle_dir, data_dir, split="val"))
+        _print_calibration(calibrate_bundle(result.bundle_dir, data_dir, split="val",
+                                            objective=cfg.lane_bias_objective))
     console.print(f"bundle: {result.bundle_dir}")
 
 
@@ -213,7 +214,7 @@ def train(
     console.print(f"training {cfg.preset} on {data_dir} (training profile {training_profile}, "
                   f"{cfg.epochs} epochs max) into {run_dir}")
     result = _run_in(run_dir, overwrite, lambda folder: train_model(data_dir, folder, cfg))
-    _report_run(result, calibrate_after, data_dir)
+    _report_run(result, calibrate_after, data_dir, cfg)
 
 
 def distill(
@@ -245,7 +246,7 @@ def distill(
     console.print(f"distilling {len(teachers)} teacher(s) into {cfg.preset} in {run_dir}")
     result = _run_in(run_dir, overwrite,
                      lambda folder: distill_model(teachers, data_dir, folder, cfg))
-    _report_run(result, calibrate_after, data_dir)
+    _report_run(result, calibrate_after, data_dir, cfg)
 
 
 def calibrate(

@@ -42,13 +42,12 @@ import numpy as np
 import torch
 
 from roadvision.errors import UserError
-from roadvision.metrics import ece, mcc
+from roadvision.metrics import LANE_BIAS_OBJECTIVES, ece, mcc
 
 __all__ = ["fit_temperature", "fit_threshold", "fit_binary_calibration",
            "fit_multiclass_temperature", "fit_class_biases", "weighted_lane_ious", "calibrate",
            "calibrate_on", "calibration_problem", "CalibrationWarning", "MIN_SAMPLES",
-           "MIN_PER_CLASS", "T_BOUNDS", "BIAS_GRID", "BIAS_MIN_GAIN", "BIAS_OBJECTIVES",
-           "ascend_biases"]
+           "MIN_PER_CLASS", "T_BOUNDS", "BIAS_GRID", "BIAS_MIN_GAIN", "ascend_biases"]
 
 MIN_SAMPLES = 40  # images; below this the fitted values move more than they correct
 MIN_PER_CLASS = 8  # roadwork: images of each label
@@ -171,8 +170,6 @@ BIAS_GRID = np.round(np.arange(-4.0, 4.0001, 0.25), 2)  # lanes class biases, lo
 #: A bias further from 0 must raise the mean lane IoU by this much to be taken: smaller gains
 #: on the fitting pixels are noise, and a fit that moves nothing should leave the argmax alone.
 BIAS_MIN_GAIN = 1e-3
-#: What lane class biases maximise: the mask's IoU, or the lines' skeleton F1 (line_biases).
-BIAS_OBJECTIVES = ("iou", "lines")
 LINE_TOLERANCE_M = 0.5  # the polyline F1's tighter buffer (roadvision.geo.metrics)
 
 
@@ -289,9 +286,9 @@ def calibrate_on(bundle_dir: str | Path, sources: Sequence[tuple[Any, Any]], sou
         }
         changes = {"temperature": fitted["temperature"], "logit_bias": fitted["logit_bias"]}
     else:
-        if objective not in BIAS_OBJECTIVES:
+        if objective not in LANE_BIAS_OBJECTIVES:
             raise UserError(f"bias objective {objective!r}: expected one of "
-                            f"{', '.join(BIAS_OBJECTIVES)}")
+                            f"{', '.join(LANE_BIAS_OBJECTIVES)}")
         report, changes = _calibrate_lanes(sources, batch_size, max_pixels, source, fit_bias)
         if fit_bias and objective == "lines" and not report.get("warning"):
             report, changes = _fit_line_biases(sources, batch_size, report, changes)

@@ -14,6 +14,7 @@ from typing import Any
 
 from roadvision.data.augment import LEVELS, check_appearance
 from roadvision.errors import UserError, refuse_unknown_keys
+from roadvision.metrics import LANE_BIAS_OBJECTIVES
 
 __all__ = ["TrainConfig", "PROFILES", "LANE_LOSSES", "parse_json_object"]
 
@@ -60,6 +61,9 @@ class TrainConfig:
     # calibration in the pipeline's train step: k >= 2 fits it on k-fold out-of-fold
     # predictions over train+val (k more models of best_epoch epochs); 0 = on val
     calibration_folds: int = 0
+    # lanes: what the calibration's class biases are fitted for, "iou" (the mask) or "lines"
+    # (the lines' F1: a model whose output is traced to vectors; roadvision.evaluation)
+    lane_bias_objective: str = "iou"
 
     # --- data
     seed: int = 0
@@ -102,6 +106,9 @@ class TrainConfig:
         if self.calibration_folds < 0 or self.calibration_folds == 1:
             raise UserError(f"calibration_folds must be 0 (val) or >= 2, got "
                             f"{self.calibration_folds}")
+        if self.lane_bias_objective not in LANE_BIAS_OBJECTIVES:
+            raise UserError(f"lane_bias_objective {self.lane_bias_objective!r} is not one of "
+                            f"{LANE_BIAS_OBJECTIVES}")
         if self.lane_loss not in LANE_LOSSES:
             raise UserError(f"lane_loss {self.lane_loss!r} is not one of {LANE_LOSSES}")
         if self.cldice_weight < 0:
