@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -56,11 +56,15 @@ def cache_key(
 
 class LocalCache:
     """A bounded in-process map of encoded results: least recently used out first once
-    ``max_bytes`` is reached, each entry dropped ``ttl_s`` after it was stored (0: never)."""
+    ``max_bytes`` is reached, each entry dropped ``ttl_s`` after it was stored (0: never).
+    ``clock`` (seconds, monotonic) is what expiry is measured on; a test moves it instead of
+    sleeping."""
 
-    def __init__(self, max_bytes: int, ttl_s: float = 0.0) -> None:
+    def __init__(self, max_bytes: int, ttl_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
         self.ttl_s = ttl_s
+        self.clock = clock
         self.size = 0
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
 
@@ -72,7 +76,7 @@ class LocalCache:
         if entry is None:
             return None
         value, expires = entry
-        if expires and time.monotonic() >= expires:
+        if expires and self.clock() >= expires:
             self._drop(key)
             return None
         self._entries.move_to_end(key)
@@ -83,7 +87,7 @@ class LocalCache:
             return
         if key in self._entries:
             self._drop(key)
-        expires = time.monotonic() + self.ttl_s if self.ttl_s else 0.0
+        expires = self.clock() + self.ttl_s if self.ttl_s else 0.0
         self._entries[key] = (value, expires)
         self.size += len(value)
         while self.size > self.max_bytes:

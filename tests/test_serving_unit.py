@@ -10,7 +10,6 @@ import asyncio
 import base64
 import json
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -552,11 +551,26 @@ def test_local_cache_evicts_least_recent_by_bytes_and_expires():
     assert local.get("huge") is None and local.size == 8
     local.put("a", b"12")  # replacing an entry accounts its new size
     assert local.size == 6
-    expiring = LocalCache(max_bytes=100, ttl_s=0.05)
+    now = [100.0]
+    expiring = LocalCache(max_bytes=100, ttl_s=0.05, clock=lambda: now[0])
     expiring.put("k", b"v")
+    now[0] += 0.04
     assert expiring.get("k") == b"v"
-    time.sleep(0.06)
+    now[0] += 0.02  # 0.06 s after the store
     assert expiring.get("k") is None and expiring.size == 0
+
+
+def _count_redis_calls(redis) -> list:
+    """Every Redis round trip ``redis`` makes from now on, recorded (it still makes them)."""
+    calls = []
+    real_call = redis.call
+
+    async def counting_call(fn):
+        calls.append(fn)
+        return await real_call(fn)
+
+    redis.call = counting_call
+    return calls
 
 
 def test_writes_of_one_loop_turn_share_one_pipeline(redis_server):
@@ -566,14 +580,7 @@ def test_writes_of_one_loop_turn_share_one_pipeline(redis_server):
     async def run():
         redis = ResilientRedis(redis_server.url)
         cache = PredictionCache(redis, "m", ttl_s=60, local_bytes=1 << 20)
-        pipelines = []
-        real_call = redis.call
-
-        async def counting_call(fn):
-            pipelines.append(fn)
-            return await real_call(fn)
-
-        redis.call = counting_call
+        pipelines = _count_redis_calls(redis)
         stored = await asyncio.gather(*[cache.set_many([(f"k{i}", {"p": i})])
                                         for i in range(5)])
         assert stored == [1] * 5
@@ -597,20 +604,15 @@ def test_a_local_hit_does_not_extend_the_local_expiry(redis_server):
     async def run():
         redis = ResilientRedis(redis_server.url)
         cache = PredictionCache(redis, "m", ttl_s=60, local_bytes=1 << 20)
+        now = [100.0]
+        cache.local.clock = lambda: now[0]
         cache.local.ttl_s = 0.3  # the local copy expires well before Redis's entry
         await cache.set_many([("k", {"p": 1})])
-        asked = []
-        real_call = redis.call
-
-        async def counting_call(fn):
-            asked.append(fn)
-            return await real_call(fn)
-
-        redis.call = counting_call
-        await asyncio.sleep(0.2)
+        asked = _count_redis_calls(redis)
+        now[0] += 0.2
         found, _ = await cache.get_many(["k"])
         assert found == [{"p": 1}] and asked == []  # a local hit
-        await asyncio.sleep(0.15)  # 0.35 s after the store: the local copy is gone
+        now[0] += 0.15  # 0.35 s after the store: the local copy is gone
         found, _ = await cache.get_many(["k"])
         assert found == [{"p": 1}] and len(asked) == 1  # answered by Redis, copied again
         found, _ = await cache.get_many(["k"])
