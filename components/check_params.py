@@ -85,6 +85,7 @@ def check_params(
     slice_tolerance: float, absolute_floor: float, min_slice_size: int, model_name: str,
     experiment: str, mlflow_tracking_uri: str, s3_endpoint_url: str, seed: int,
     pseudo_label_pool: str, pseudo_label_rounds: int, distill_unlabelled: str,
+    lane_bias_objective: str,
 ) -> list:
     """Validate the run's parameters; returns the ensemble member ids."""
     params = {k: v for k, v in locals().items() if k != "result"}

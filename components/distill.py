@@ -35,7 +35,7 @@ def run_distill(teacher_dirs: list[str | Path], data_dir: str | Path, out_dir: s
                 model_preset: str = "", epochs: int = 40, batch_size: int = 32,
                 max_steps_per_epoch: int = 0, seed: int = 0, pipeline_run_id: str | None = None,
                 experiment: str = "roadvision", tracking_uri: str = "",
-                unlabelled: str = "") -> dict[str, Any]:
+                unlabelled: str = "", lane_bias_objective: str = "iou") -> dict[str, Any]:
     """Distil ``teacher_dirs`` into a calibrated student bundle in ``out_dir``."""
     import tempfile
 
@@ -49,13 +49,15 @@ def run_distill(teacher_dirs: list[str | Path], data_dir: str | Path, out_dir: s
     preset = student_preset_for(task, student_preset, model_preset, training_profile)
     cfg = train_config(task=task, training_profile=training_profile, model_preset=preset,
                        epochs=epochs, batch_size=batch_size,
-                       max_steps_per_epoch=max_steps_per_epoch, seed=int(seed) * 1000 + 999)
+                       max_steps_per_epoch=max_steps_per_epoch, seed=int(seed) * 1000 + 999,
+                       lane_bias_objective=lane_bias_objective)
     cfg = cfg.replace(distill_unlabelled=unlabelled)
     with step_run("distill", pipeline_run_id, experiment=experiment, tracking_uri=tracking_uri,
                   params={**cfg.to_dict(), "teachers": len(teacher_dirs)}):
         with tempfile.TemporaryDirectory() as work:
             result = distill_model([str(t) for t in teacher_dirs], data_dir, work, cfg)
-            calibration = calibrate(result.bundle_dir, data_dir, split="val")
+            calibration = calibrate(result.bundle_dir, data_dir, split="val",
+                                    objective=cfg.lane_bias_objective)
             shutil.copytree(result.bundle_dir, out_dir, dirs_exist_ok=True)
         summary = {"best_metric": float(result.best_metric), "model_preset": preset,
                    "teachers": len(teacher_dirs), "calibration": calibration}
@@ -69,7 +71,8 @@ def distill(teachers: Input[list[Model]], data: Input[Dataset], student: Output[
             metrics: Output[Metrics], result: Output[Artifact], task: str,
             training_profile: str, student_preset: str, model_preset: str, epochs: int,
             batch_size: int, max_steps_per_epoch: int, seed: int, experiment: str,
-            mlflow_tracking_uri: str, unlabelled: str = "") -> float:
+            mlflow_tracking_uri: str, unlabelled: str = "",
+            lane_bias_objective: str = "iou") -> float:
     """Distil the ensemble into one student; returns its best validation headline."""
     from roadvision.components._base import publish_metrics, set_metadata, step_result
     from roadvision.components.distill import run_distill
@@ -81,7 +84,8 @@ def distill(teachers: Input[list[Model]], data: Input[Dataset], student: Output[
                                epochs=epochs, batch_size=batch_size,
                                max_steps_per_epoch=max_steps_per_epoch, seed=seed,
                                experiment=experiment, tracking_uri=mlflow_tracking_uri,
-                               unlabelled=unlabelled))
+                               unlabelled=unlabelled,
+                               lane_bias_objective=lane_bias_objective))
     publish_metrics(metrics, {"val_headline": out["best_metric"], "teachers": out["teachers"]})
     set_metadata(student, {"framework": "pytorch", "format": "roadvision-bundle",
                            "model_preset": out["model_preset"], "teachers": out["teachers"]})

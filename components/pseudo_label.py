@@ -74,7 +74,8 @@ def run_pseudo_label(student_dir: str | Path, data_dir: str | Path, out_dir: str
                      epochs: int = 40, batch_size: int = 32, max_steps_per_epoch: int = 0,
                      seed: int = 0, shifted_data: str | Path | None = None,
                      pipeline_run_id: str | None = None, experiment: str = "roadvision",
-                     tracking_uri: str = "", s3_endpoint_url: str = "") -> dict[str, Any]:
+                     tracking_uri: str = "", s3_endpoint_url: str = "",
+                     lane_bias_objective: str = "iou") -> dict[str, Any]:
     """Pseudo-label ``pool_uri`` for ``rounds`` rounds starting from ``student_dir``; the final
     (calibrated) bundle goes to ``out_dir`` (the student itself when no round trained)."""
     import mlflow
@@ -86,7 +87,8 @@ def run_pseudo_label(student_dir: str | Path, data_dir: str | Path, out_dir: str
 
     cfg = train_config(task=task, training_profile=training_profile, model_preset="",
                        epochs=epochs, batch_size=batch_size,
-                       max_steps_per_epoch=max_steps_per_epoch, seed=int(seed) * 1000 + 777)
+                       max_steps_per_epoch=max_steps_per_epoch, seed=int(seed) * 1000 + 777,
+                       lane_bias_objective=lane_bias_objective)
     config = PseudoLabelConfig(rounds=int(rounds), train=cfg)
     with step_run("pseudo_label", pipeline_run_id, experiment=experiment,
                   tracking_uri=tracking_uri,
@@ -98,7 +100,8 @@ def run_pseudo_label(student_dir: str | Path, data_dir: str | Path, out_dir: str
             reports = pseudo_label_rounds(
                 student_dir, data_dir, pool, config, Path(work) / "rounds",
                 shifted_data=shifted_data,
-                after_train=lambda bundle, data: calibrate(bundle, data, split="val"))
+                after_train=lambda bundle, data: calibrate(
+                    bundle, data, split="val", objective=cfg.lane_bias_objective))
             final = Path(reports[-1].bundle) if reports else Path(student_dir)
             shutil.copytree(final, out_dir, dirs_exist_ok=True)
         summary = {"pool_size": len(pool), "thresholds": config.thresholds,
@@ -119,7 +122,8 @@ def pseudo_label(student: Input[Model], data: Input[Dataset], model: Output[Mode
                  metrics: Output[Metrics], result: Output[Artifact], pool: str, rounds: int,
                  task: str, training_profile: str, epochs: int, batch_size: int,
                  max_steps_per_epoch: int, seed: int, experiment: str,
-                 mlflow_tracking_uri: str, s3_endpoint_url: str) -> str:
+                 mlflow_tracking_uri: str, s3_endpoint_url: str,
+                 lane_bias_objective: str = "iou") -> str:
     """Fine-tune the student on confident pseudo labels of the pool; returns the model's URI."""
     from roadvision.components._base import publish_metrics, set_metadata, step_result
     from roadvision.components.pseudo_label import run_pseudo_label
@@ -129,7 +133,8 @@ def pseudo_label(student: Input[Model], data: Input[Dataset], model: Output[Mode
             student.path, data.path, model.path, pool_uri=pool, rounds=rounds, task=task,
             training_profile=training_profile, epochs=epochs, batch_size=batch_size,
             max_steps_per_epoch=max_steps_per_epoch, seed=seed, experiment=experiment,
-            tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url))
+            tracking_uri=mlflow_tracking_uri, s3_endpoint_url=s3_endpoint_url,
+            lane_bias_objective=lane_bias_objective))
     publish_metrics(metrics, {"test_headline_before": out["test_headline_before"],
                               "test_headline_after": out["test_headline_after"],
                               "trained_rounds": out["trained_rounds"]})

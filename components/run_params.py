@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from roadvision.errors import UserError
+from roadvision.metrics import LANE_BIAS_OBJECTIVES
 
 __all__ = ["RunParams", "TASKS", "TTA_MODES", "TRAINING_PROFILES"]
 
@@ -67,6 +68,9 @@ class RunParams:
     # unlabelled images the student also learns from (teachers' soft targets only): a folder
     # or synth://; "" = the labelled train split only
     distill_unlabelled: str = ""
+    # lanes: what calibration fits the decision biases for (iou, or lines: skeleton F1 at
+    # 0.5 m, the vector product's figure); roadwork ignores it
+    lane_bias_objective: str = "iou"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +105,9 @@ class RunParams:
                             f"{TRAINING_PROFILES}")
         if self.tta not in TTA_MODES:
             raise UserError(f"tta: {self.tta!r} is not one of {TTA_MODES}")
+        if self.lane_bias_objective not in LANE_BIAS_OBJECTIVES:
+            raise UserError(f"lane_bias_objective: {self.lane_bias_objective!r} is not one of "
+                            f"{LANE_BIAS_OBJECTIVES}")
         _float_range("min_delta", self.min_delta, -1.0, 2.0)
         _float_range("slice_tolerance", self.slice_tolerance, 0.0, 2.0)
         _float_range("absolute_floor", self.absolute_floor, -1.0, 1.0)

@@ -22,9 +22,11 @@ __all__ = ["train_config", "run_train", "train", "fold_ids", "out_of_fold_source
 
 def train_config(*, task: str, training_profile: str, model_preset: str, epochs: int,
                  batch_size: int, max_steps_per_epoch: int, seed: int,
-                 overrides: str = ""):
+                 lane_bias_objective: str = "iou", overrides: str = ""):
     """The ``TrainConfig`` a pipeline run asks for (0/"" mean "the training profile's value").
 
+    ``lane_bias_objective``: what the lanes decision biases are fitted for at calibration
+    (``roadvision.metrics.LANE_BIAS_OBJECTIVES``: iou, or lines = skeleton F1 at 0.5 m).
     ``overrides``: a JSON object of ``TrainConfig`` fields applied last (a sweep trial's
     hyper-parameters); "" changes nothing.
     """
@@ -34,7 +36,7 @@ def train_config(*, task: str, training_profile: str, model_preset: str, epochs:
     cfg = TrainConfig.for_profile(
         training_profile, task, preset=model_preset or None, epochs=int(epochs),
         batch_size=int(batch_size), max_steps_per_epoch=int(max_steps_per_epoch) or None,
-        seed=int(seed))
+        seed=int(seed), lane_bias_objective=lane_bias_objective or None)
     changes = parse_json_object(overrides, "overrides", "TrainConfig fields")
     return cfg.replace(**changes) if changes else cfg
 
@@ -117,7 +119,8 @@ def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str,
               training_profile: str = "full", model_preset: str = "", epochs: int = 40,
               batch_size: int = 32, max_steps_per_epoch: int = 0, member: int = 0, seed: int = 0,
               pipeline_run_id: str | None = None, experiment: str = "roadvision",
-              tracking_uri: str = "", overrides: str = "") -> dict[str, Any]:
+              tracking_uri: str = "", lane_bias_objective: str = "iou",
+              overrides: str = "") -> dict[str, Any]:
     """Train + calibrate member ``member``; the bundle ends up in ``out_dir``.
 
     Returns ``{"member", "best_metric", "best_epoch", "calibration", "model_preset"}``.
@@ -134,7 +137,7 @@ def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str,
     cfg = train_config(task=task, training_profile=training_profile, model_preset=model_preset,
                        epochs=epochs, batch_size=batch_size,
                        max_steps_per_epoch=max_steps_per_epoch, seed=int(seed) * 1000 + member,
-                       overrides=overrides)
+                       lane_bias_objective=lane_bias_objective, overrides=overrides)
     with step_run(member_task(member), pipeline_run_id, experiment=experiment,
                   tracking_uri=tracking_uri, params={**cfg.to_dict(), "member": member}):
         with tempfile.TemporaryDirectory() as work:
@@ -162,7 +165,8 @@ def run_train(data_dir: str | Path, out_dir: str | Path, *, task: str,
 def train(data: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
           result: Output[Artifact], task: str, training_profile: str, model_preset: str,
           epochs: int, batch_size: int, max_steps_per_epoch: int, member: int, seed: int,
-          experiment: str, mlflow_tracking_uri: str, overrides: str = "") -> float:
+          experiment: str, mlflow_tracking_uri: str, lane_bias_objective: str = "iou",
+          overrides: str = "") -> float:
     """Train and calibrate one ensemble member (or sweep trial: ``overrides``, a JSON object of
     TrainConfig fields); returns its best validation headline."""
     from roadvision.components._base import publish_metrics, set_metadata, step_result
@@ -173,7 +177,7 @@ def train(data: Input[Dataset], model: Output[Model], metrics: Output[Metrics],
                              model_preset=model_preset, epochs=epochs, batch_size=batch_size,
                              max_steps_per_epoch=max_steps_per_epoch, member=member, seed=seed,
                              experiment=experiment, tracking_uri=mlflow_tracking_uri,
-                             overrides=overrides))
+                             lane_bias_objective=lane_bias_objective, overrides=overrides))
     publish_metrics(metrics, {"val_headline": out["best_metric"],
                               "calibration": out["calibration"]})
     # The member travels with its model: the member's evaluation names itself after it.

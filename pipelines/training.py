@@ -84,6 +84,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         pseudo_label_pool: str = _DEFAULTS.pseudo_label_pool,
         pseudo_label_rounds: int = _DEFAULTS.pseudo_label_rounds,
         distill_unlabelled: str = _DEFAULTS.distill_unlabelled,
+        lane_bias_objective: str = _DEFAULTS.lane_bias_objective,
     ):
         """Train, evaluate, register and promote a road-infrastructure vision model.
 
@@ -130,6 +131,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
             distill_unlabelled: Unlabelled images the student also learns from, through the
                 teachers' soft targets only: a folder or synth://TASK?n=N (the generator's
                 every scene family); empty distils on the labelled train split only.
+            lane_bias_objective: Lanes: what calibration fits each model's decision biases
+                for: iou (pixel IoU) or lines (skeleton F1 at 0.5 m, the figure of the
+                lane-marking vectors). Roadwork ignores it.
         """
         # every pipeline parameter, for the first step's validation (locals() also holds the
         # closure's helpers, hence the filter)
@@ -137,7 +141,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         run = {"experiment": experiment, "mlflow_tracking_uri": mlflow_tracking_uri}
         training = {"task": task, "training_profile": training_profile, "epochs": epochs,
                     "batch_size": batch_size, "max_steps_per_epoch": max_steps_per_epoch,
-                    "seed": seed}
+                    "seed": seed, "lane_bias_objective": lane_bias_objective}
 
         plan = pod(check_params(**params), "Check parameters", cache=False)
         data = prepare_data(pod, plan, task=task, data_uri=data_uri,

@@ -101,3 +101,30 @@ def test_the_pseudo_label_branch_is_off_by_default(params, tmp_path):
     for uri in ("", str(pool), "s3://bucket/payloads", "synth://roadwork?n=8&size=tiny"):
         assert run_check_params({**params, "pseudo_label_pool": uri},
                                 check_mlflow=False) == [0, 1]
+
+
+def test_the_lane_bias_objective_reaches_every_step_that_calibrates(params):
+    """The pipeline parameter is validated first and then bound to train, distill and
+    pseudo_label, the three steps that calibrate a model (compiled DAG, not a unit call)."""
+    from importlib.resources import files
+
+    with pytest.raises(UserError, match="^lane_bias_objective: 'area' is not one of"):
+        run_check_params({**params, "lane_bias_objective": "area"}, check_mlflow=False)
+    spec = next(yaml.safe_load_all(
+        files("roadvision.pipelines").joinpath("training_pipeline.yaml").read_text()))
+    assert spec["root"]["inputDefinitions"]["parameters"]["lane_bias_objective"][
+        "defaultValue"] == "iou"
+
+    def bound(tasks):
+        for name, task in tasks.items():
+            inputs = task.get("inputs", {}).get("parameters", {})
+            if "lane_bias_objective" in inputs:
+                yield name, inputs["lane_bias_objective"]
+
+    found = {}
+    for dag in [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values()
+                                        if "dag" in c]:
+        found.update(bound(dag["tasks"]))
+    assert {"check-params", "train", "distill", "pseudo-label"} <= set(found)
+    for name, value in found.items():  # from the run's parameter, never a constant
+        assert "componentInputParameter" in value, name

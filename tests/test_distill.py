@@ -153,3 +153,22 @@ def test_bad_pool_is_one_line_user_error(ensemble, tmp_path, spec, message):
     with pytest.raises(UserError) as err:
         distill(teachers, data, tmp_path / "s", cfg.replace(distill_unlabelled=spec))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_pipeline_student_is_calibrated_for_the_runs_lane_bias_objective(tmp_path):
+    """The registered model is the student: a run asking for lines-fitted lanes biases must get
+    them on the student too, not only on its teachers."""
+    from _training import make_lanes
+
+    from roadvision.components.distill import run_distill
+
+    data = make_lanes(tmp_path / "lanes", n=200, size=32)  # 40 val images: enough to fit
+    base = TrainConfig.for_profile("tiny", "lanes", epochs=1, max_steps_per_epoch=2)
+    teacher = train(data, tmp_path / "t0", base).bundle_dir
+    summary = run_distill([teacher], data, tmp_path / "student", task="lanes",
+                          training_profile="tiny", epochs=1, max_steps_per_epoch=2,
+                          tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                          lane_bias_objective="lines")
+    assert summary["calibration"]["bias_objective"] == "lines"
+    saved = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert saved["extra"]["calibration"]["bias_objective"] == "lines"
