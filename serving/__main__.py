@@ -256,6 +256,24 @@ def build_models(args: argparse.Namespace, config: ServingConfig,
     return models
 
 
+def configure_logging(stream=None) -> None:
+    """Our server's own lines (the startup summary, the event loop, Redis warm-up, warnings)
+    at INFO on stderr, in KServe's line format: KServe's logging set-up configures only its
+    own and uvicorn's loggers, so without this they fell to Python's last-resort handler,
+    which drops INFO. Idempotent."""
+    served = logging.getLogger("roadvision.serving")
+    if any(getattr(h, "_roadvision_serving", False) for h in served.handlers):
+        return
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s.%(msecs)03d %(process)s %(name)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S"))
+    handler._roadvision_serving = True  # noqa: SLF001 - marker for idempotence
+    served.addHandler(handler)
+    served.setLevel(logging.INFO)
+    served.propagate = False
+
+
 def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
     """Parse flags, load every model (warm-up included), then serve until SIGTERM."""
     try:
@@ -282,6 +300,7 @@ def main(argv: list[str] | None = None, model_cls=RoadvisionModel) -> None:
         if args.workers != 1:
             raise UserError("--workers must be 1: scale with replicas (one process each)")
         audit.configure()
+        configure_logging()
         torch_threads = set_torch_threads()
         redis = (ResilientRedis(config.redis_url, op_timeout_s=config.redis_timeout_s,
                                 pool_size=config.redis_pool_size)

@@ -75,6 +75,9 @@ class ThreadRunner:
         if executor is not None:
             executor.shutdown(wait=False, cancel_futures=True)
 
+    def __repr__(self) -> str:
+        return f"ThreadRunner(model={self.name!r})"
+
 
 class MicroBatcher(Generic[I, O]):
     """Run ``forward(list[item]) -> list[result]`` on coalesced batches.

@@ -14,7 +14,9 @@ KServe 0.21 has no public hook for what a server adds to its FastAPI app, and
   public pieces (``register_model``, ``Model.start``, ``setup_event_loop``,
   ``register_signal_handler``, ``servers``), with ``HookedRESTServer`` and an
   ``AppHooks.before_serving`` coroutine run in the server's event loop; it sets the private
-  ``_rest_server`` / ``_grpc_server`` attributes that ``ModelServer.stop`` reads.
+  ``_rest_server`` / ``_grpc_server`` attributes that ``ModelServer.stop`` reads. Unlike
+  KServe's, it serves on the loop ``--event-loop`` names (``new_event_loop``: uvloop by
+  default) instead of ``asyncio.run``'s standard one.
 
 ``tests/test_kserve_seam.py`` pins every private name and signature used here, so a KServe or
 FastAPI upgrade that moves one fails that test by name instead of breaking serving silently.
@@ -23,6 +25,7 @@ FastAPI upgrade that moves one fails that test by name instead of breaking servi
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -31,6 +34,8 @@ from kserve import ModelServer
 from kserve.errors import NoModelReady
 from kserve.model import BaseKServeModel
 from kserve.protocol.rest.server import RESTServer
+
+log = logging.getLogger("roadvision.serving")
 
 #: The KServe release whose internals this module was written against (``pyproject`` pins it).
 KSERVE_VERSION = "0.21.0"
@@ -44,6 +49,9 @@ class AppHooks(Protocol):
     #: FastAPI's ORJSONResponse, deprecated since FastAPI 0.16x (a warning in the log);
     #: None (or absent) keeps KServe's
     default_response_class: type | None
+    #: False drops KServe's per-request timing middleware (``drop_kserve_timing``); absent
+    #: keeps it
+    kserve_timing: bool
 
     def add_routes(self, app: FastAPI, dataplane) -> Iterable:
         """Add routes before KServe's; returns those that replace KServe's of the same path
@@ -79,6 +87,29 @@ def replace_routes(router, replacements: Iterable) -> None:
             mark_changed()
 
 
+def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
+    """A new event loop of ``kind`` (KServe's ``--event_loop``): uvloop for "uvloop", and for
+    "auto" when uvloop is installed; the standard loop for "asyncio"."""
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def drop_kserve_timing(app: FastAPI) -> None:
+    """Remove the ``TimingMiddleware`` KServe's ``_add_middlewares`` adds: it takes two
+    ``getrusage`` readings and matches the path against every route on each request, only to
+    write a ``kserve.trace`` INFO line."""
+    from timing_asgi import TimingMiddleware
+
+    app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+
+
 class HookedRESTServer(RESTServer):
     """KServe's REST server with ``hooks`` run after each of its app-building steps."""
 
@@ -100,6 +131,8 @@ class HookedRESTServer(RESTServer):
 
     def _add_middlewares(self, app: FastAPI) -> None:
         super()._add_middlewares(app)
+        if not getattr(self.hooks, "kserve_timing", True):
+            drop_kserve_timing(app)
         self.hooks.add_middlewares(app)
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
@@ -146,10 +179,20 @@ class SingleProcessModelServer(ModelServer):
                 kwargs=vars(kserve_args), grace_period=self.grace_period,
             )
             self.servers.append(self._grpc_server.start(self.max_threads))
+        # KServe's start() ends in asyncio.run(): the standard loop whatever --event_loop says,
+        # and setup_event_loop() configures a loop that asyncio.run then does not use. Here the
+        # loop is the one the flag names, made current first so that setup_event_loop()'s
+        # exception handler and default executor apply to the loop that serves.
+        loop = new_event_loop(self.event_loop)
+        asyncio.set_event_loop(loop)
         self.setup_event_loop()
         self.register_signal_handler()
-        asyncio.run(self._run())
+        with asyncio.Runner(loop_factory=lambda: loop) as runner:
+            runner.run(self._run())
 
     async def _run(self) -> None:
+        loop = type(asyncio.get_running_loop())
+        log.info("event loop: %s.%s (--event-loop %s)", loop.__module__, loop.__qualname__,
+                 self.event_loop)
         await self.hooks.before_serving()
         await asyncio.gather(*self.servers)

@@ -379,6 +379,9 @@ class ServerHooks:
     metadata routes, the guard middleware, error rendering, and warming the Redis pool."""
 
     default_response_class = JSONBody
+    #: KServe's timing middleware only feeds the kserve.trace log lines that
+    #: RoadvisionModelServer silences (/metrics has the same latencies): its cost buys nothing
+    kserve_timing = False
 
     def __init__(self, guard: Guard) -> None:
         self.guard = guard

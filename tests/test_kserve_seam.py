@@ -7,6 +7,7 @@ name, instead of the server silently losing its routes, limits or error renderin
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from importlib import metadata
 
@@ -169,3 +170,47 @@ def test_hooked_rest_server_builds_our_app(monkeypatch):
 
     assert TestClient(app).get("/").json() == {"ours": True}
     assert KeyError in app.exception_handlers
+
+
+@pytest.mark.parametrize("kind,module", [("auto", "uvloop"), ("uvloop", "uvloop"),
+                                         ("asyncio", "asyncio")])
+def test_the_serving_loop_is_the_one_event_loop_names(kind, module):
+    loop = kserve_seam.new_event_loop(kind)
+    try:
+        assert type(loop).__module__.split(".")[0] == module
+        assert loop.run_until_complete(asyncio.sleep(0, "ran")) == "ran"
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_kserve_timing_middleware_is_dropped_only_when_the_hooks_say_so(monkeypatch, keep):
+    import kserve.model_server as kms
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from timing_asgi import TimingMiddleware
+
+    app = FastAPI()
+    monkeypatch.setattr(kms, "app", app)
+
+    class Hooks:
+        host = "127.0.0.1"
+        kserve_timing = keep
+
+        def add_routes(self, app, dataplane):
+            return []
+
+        def add_middlewares(self, app):
+            pass
+
+        def add_exception_handlers(self, app):
+            pass
+
+    repository = ModelRepository()
+    kserve_seam.HookedRESTServer(
+        "kserve.model_server:app", DataPlane(model_registry=repository),
+        ModelRepositoryExtension(model_registry=repository), 0, hooks=Hooks(),
+    ).create_application()
+    classes = [m.cls for m in app.user_middleware]
+    assert (TimingMiddleware in classes) is keep

@@ -262,6 +262,10 @@ def test_one_structured_log_line_per_request_with_the_audit_fields(url, served):
     text = served[0].log_text()
     for noise in ("uvicorn.access", "kserve.trace", "DeprecationWarning"):
         assert noise not in text, noise
+    # our own INFO lines reach the log (KServe configures only its loggers): the startup
+    # summary, and the loop, uvloop (--event-loop auto) where KServe's start() runs asyncio's
+    assert "roadvision.serving INFO serving ['roadwork'" in text
+    assert "event loop: uvloop.Loop (--event-loop auto)" in text
 
 
 def test_docs_is_a_swagger_ui_served_without_a_network(url):
