@@ -511,6 +511,9 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict[str, list[Turn]]] = {}
     load_used: float | None = None
     started = time.monotonic()
+    # A SIGTERM (a stopped run) must still reach the finally below, or the frozen peers, the
+    # load processes and Redis outlive the benchmark, each in a session of its own
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         if "roadvision" in names:  # never skipped: a roadvision that cannot serve fails the run
             servers.append(start_roadvision(bundle, redis, f"redis://127.0.0.1:{redis_port}/0",
