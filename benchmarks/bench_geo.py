@@ -313,7 +313,9 @@ def main(argv: list[str]) -> int:
             for cls, s in per_class.items():
                 f = [s[k]["f1"] for k in ("0.5m", "1m")]
                 shown = ["  -  " if v is None else f"{v:.3f}" for v in f]
+                precision = s["0.5m"]["precision"]
                 print(f"  {label:32s} {cls:13s} F1@0.5m {shown[0]}  F1@1m {shown[1]}  "
+                      f"precision@0.5m {'  -  ' if precision is None else f'{precision:.3f}'}  "
                       f"(true {s['true_length_m']:.0f} m, predicted {s['pred_length_m']:.0f} m)")
         print(json.dumps({"mapping": rows, "polyline": scores,
                           "seconds": round(time.perf_counter() - start, 1)}, default=str))
