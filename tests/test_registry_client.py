@@ -95,3 +95,21 @@ def test_reads_and_alias_moves_leave_the_process_wide_uri_alone(stores, tmp_path
 
     assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == f"sqlite:///{elsewhere}"
     assert not elsewhere.parent.exists()  # nothing was ever written there
+
+
+def test_a_registration_leaves_no_experiment_behind_for_the_next_step(stores, tmp_path):
+    """Registering logs a run through the fluent API; the experiment it used must not stay in
+    the environment, where the process's next step run (on a fresh store, whose experiment 1
+    does not exist) would pick it up."""
+    import os
+
+    from roadvision.components._base import step_run
+
+    one, _ = stores
+    publish.register_bundle(one, tiny_bundle(tmp_path / "bundle"), "rv-no-leak", {},
+                            validate_example=False)
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ
+    fresh = tmp_path / "fresh" / "mlflow.db"
+    with step_run("after-registering", tracking_uri=f"sqlite:///{fresh}") as run:
+        experiment = mlflow.get_experiment(run.info.experiment_id)
+    assert experiment.name == "roadvision"

@@ -198,8 +198,11 @@ def _log_and_register(bundle: Path, model_name: str, task: str, flat: Mapping[st
 
     started = None
     if mlflow.active_run() is None:
-        mlflow.set_experiment(experiment_id=ensure_experiment(experiment))
-        started = mlflow.start_run(run_name=f"register-{model_name}")
+        # The experiment goes to start_run, not mlflow.set_experiment: that one also writes
+        # MLFLOW_EXPERIMENT_ID into the environment, which outlives fluent_store and sent the
+        # process's next step run to an experiment id of this store, in whatever store it used.
+        started = mlflow.start_run(experiment_id=ensure_experiment(experiment),
+                                   run_name=f"register-{model_name}")
     try:
         run = mlflow.active_run()
         dataset = None
