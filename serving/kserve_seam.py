@@ -15,8 +15,8 @@ KServe 0.21 has no public hook for what a server adds to its FastAPI app, and
   ``register_signal_handler``, ``servers``), with ``HookedRESTServer`` and an
   ``AppHooks.before_serving`` coroutine run in the server's event loop; it sets the private
   ``_rest_server`` / ``_grpc_server`` attributes that ``ModelServer.stop`` reads. Unlike
-  KServe's, it serves on the loop ``--event-loop`` names (``new_event_loop``: uvloop by
-  default) instead of ``asyncio.run``'s standard one.
+  KServe's, it serves on the loop ``--event-loop`` names (``new_event_loop``, uvicorn's own
+  loop choice: uvloop by default) instead of ``asyncio.run``'s standard one.
 
 ``tests/test_kserve_seam.py`` pins every private name and signature used here, so a KServe or
 FastAPI upgrade that moves one fails that test by name instead of breaking serving silently.
@@ -87,18 +87,12 @@ def replace_routes(router, replacements: Iterable) -> None:
             mark_changed()
 
 
-def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
-    """A new event loop of ``kind`` (KServe's ``--event_loop``): uvloop for "uvloop", and for
-    "auto" when uvloop is installed; the standard loop for "asyncio"."""
-    if kind in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if kind == "uvloop":
-                raise
-        else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+def new_event_loop(config) -> asyncio.AbstractEventLoop:
+    """A new event loop of the kind a ``uvicorn.Config`` names (``loop``: KServe passes its
+    ``--event-loop`` there), made by uvicorn's own choice: uvloop for "uvloop", and for "auto"
+    when uvloop is installed; the standard loop for "asyncio"."""
+    factory = config.get_loop_factory() or asyncio.new_event_loop
+    return factory()
 
 
 def drop_kserve_timing(app: FastAPI) -> None:
@@ -181,9 +175,10 @@ class SingleProcessModelServer(ModelServer):
             self.servers.append(self._grpc_server.start(self.max_threads))
         # KServe's start() ends in asyncio.run(): the standard loop whatever --event_loop says,
         # and setup_event_loop() configures a loop that asyncio.run then does not use. Here the
-        # loop is the one the flag names, made current first so that setup_event_loop()'s
-        # exception handler and default executor apply to the loop that serves.
-        loop = new_event_loop(self.event_loop)
+        # loop is the one the flag names (uvicorn's choice from the REST server's config),
+        # made current first so that setup_event_loop()'s exception handler and default
+        # executor apply to the loop that serves.
+        loop = new_event_loop(self._rest_server.config)
         asyncio.set_event_loop(loop)
         self.setup_event_loop()
         self.register_signal_handler()

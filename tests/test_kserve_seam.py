@@ -43,8 +43,10 @@ def test_rest_server_constructor_and_config_match_what_the_seam_passes():
         "self", "app", "data_plane", "model_repository_extension", "http_port",
         "access_log_format", "workers", "grace_period", "event_loop", "timeout_keep_alive",
         "ssl_certfile", "ssl_keyfile"]
-    # HookedRESTServer sets config.host: RESTServer.__init__ must build a uvicorn.Config there
-    assert "self.config = uvicorn.Config(" in inspect.getsource(RESTServer.__init__)
+    # HookedRESTServer sets config.host: RESTServer.__init__ must build a uvicorn.Config there;
+    # the seam's start() takes the serving loop from that config's loop (--event-loop)
+    source = inspect.getsource(RESTServer.__init__)
+    assert "self.config = uvicorn.Config(" in source and "loop=event_loop" in source
     assert inspect.iscoroutinefunction(RESTServer.start)
 
 
@@ -175,7 +177,9 @@ def test_hooked_rest_server_builds_our_app(monkeypatch):
 @pytest.mark.parametrize("kind,module", [("auto", "uvloop"), ("uvloop", "uvloop"),
                                          ("asyncio", "asyncio")])
 def test_the_serving_loop_is_the_one_event_loop_names(kind, module):
-    loop = kserve_seam.new_event_loop(kind)
+    import uvicorn
+
+    loop = kserve_seam.new_event_loop(uvicorn.Config(FastAPI(), loop=kind))
     try:
         assert type(loop).__module__.split(".")[0] == module
         assert loop.run_until_complete(asyncio.sleep(0, "ran")) == "ran"
