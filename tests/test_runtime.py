@@ -221,6 +221,18 @@ def test_inference_restores_training_mode_and_checks_its_arguments(rw):
         list(predict_dataset(rw, _Samples(samples), mode="sideways"))
 
 
+def test_inference_leaves_a_model_in_eval_mode_unwalked(rw, monkeypatch):
+    """eval() and train() walk every module (milliseconds per call on a CPU): a served model,
+    loaded in eval mode, must not pay for them on every forward."""
+    calls = []
+    monkeypatch.setattr(rw, "train", lambda mode=True: calls.append(mode) or rw)
+    rw.training = False
+    samples = [prepare_sample(rw.cfg, random_image(32, 32, seed=i), None) for i in range(2)]
+    predict(rw, samples)
+    list(predict_dataset(rw, _Samples(samples)))
+    assert calls == []
+
+
 def test_iter_batches_never_mixes_shapes_and_keeps_order(lanes):
     heights = (24, 24, 40, 24, 24, 24)
     samples = [prepare_sample(lanes.cfg, random_image(h, 16, seed=i)) for i, h in
