@@ -1,6 +1,7 @@
 """Redis response cache keyed by everything that determines a prediction.
 
-Key = sha256 over (model version, task, TTA settings, image bytes, canonical metadata JSON).
+Key = sha256 over (model version, task, TTA settings, the image as sent (bytes or base64 text),
+canonical metadata JSON).
 The model version is the bundle's weight hash, so a new version can never read an old
 version's answers; equal inputs with equivalent metadata spellings ("Sunny" vs "clear") share an
 entry because metadata is canonicalised (normalised vocabulary, sorted keys) before hashing.
@@ -41,13 +42,19 @@ def canonical_json(value: Any) -> bytes:
 
 
 def cache_key(
-    model_version: str, task: str, tta: str, image: bytes, metadata: dict[str, Any] | None
+    model_version: str, task: str, tta: str, image: bytes, metadata: dict[str, Any] | None,
+    image_encoding: str = "raw",
 ) -> str:
-    """The Redis key for one instance; each part is length-prefixed so parts cannot collide."""
+    """The Redis key for one instance; each part is length-prefixed so parts cannot collide.
+
+    ``image`` is the image as sent: its bytes (``image_encoding`` "raw") or its base64 text
+    ("base64"), so that a hit needs no decoding. The same picture sent both ways is two
+    entries.
+    """
     digest = hashlib.sha256()
     for part in (
         model_version.encode(), task.encode(), canonical_json({"tta": tta}),
-        image, canonical_json(metadata or {}),
+        image_encoding.encode(), image, canonical_json(metadata or {}),
     ):
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)

@@ -9,7 +9,8 @@ KServe 0.21 has no public hook for what a server adds to its FastAPI app, and
   ``create_application`` calls) to run an ``AppHooks`` object after each: our routes go first
   (so they win), KServe's routes of the same path and method are then dropped from the router
   (``replace_routes``: FastAPI keeps no public "remove route"), our middleware wraps KServe's,
-  and our exception handlers replace KServe's.
+  and our exception handlers replace KServe's. ``add_innermost_middleware`` puts one inside
+  all of them (Starlette's ``add_middleware`` only adds outermost ones).
 * ``SingleProcessModelServer.start`` is ``ModelServer.start`` for one process built from
   public pieces (``register_model``, ``Model.start``, ``setup_event_loop``,
   ``register_signal_handler``, ``servers``), with ``HookedRESTServer`` and an
@@ -102,6 +103,15 @@ def drop_kserve_timing(app: FastAPI) -> None:
     from timing_asgi import TimingMiddleware
 
     app.user_middleware[:] = [m for m in app.user_middleware if m.cls is not TimingMiddleware]
+
+
+def add_innermost_middleware(app: FastAPI, cls: type, **options) -> None:
+    """Add ``cls`` inside every middleware added so far and to come (KServe's access logger
+    included), just outside FastAPI's exception middleware and router; ``add_middleware``
+    always adds the outermost one."""
+    from starlette.middleware import Middleware
+
+    app.user_middleware.append(Middleware(cls, **options))
 
 
 class HookedRESTServer(RESTServer):

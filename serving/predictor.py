@@ -115,6 +115,12 @@ def _check_budget(cfg: Any, items: list[Item], sizes: list[tuple[int, int] | Non
         code="over_compute_budget", reason="over_compute_budget")
 
 
+def _instance_key(loaded: LoadedModel, instance: Instance) -> str:
+    encoding, image = instance.key_source
+    return cache_key(loaded.version, loaded.task, instance.tta, image, instance.metadata,
+                     encoding)
+
+
 def _image_error(exc: ImageError, where: str) -> ServingError:
     message = f"{where}: {exc.message}"
     if exc.reason == "too_many_pixels":
@@ -365,11 +371,8 @@ class RoadvisionModel(Model):
             protocol = "v1"
             instances = parse_v1(payload, max_tta=cfg.max_tta, max_instances=cfg.max_instances)
             where = [f"instances[{i}].image_b64" for i in range(len(instances))]
-        items = [
-            Item(inst, cache_key(loaded.version, loaded.task, inst.tta, inst.image,
-                                 inst.metadata), w)
-            for inst, w in zip(instances, where, strict=True)
-        ]
+        items = [Item(inst, _instance_key(loaded, inst), w)
+                 for inst, w in zip(instances, where, strict=True)]
         state = "off"
         if self.cache.enabled:
             found, ok = await self.cache.get_many([it.key for it in items])

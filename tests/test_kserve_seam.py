@@ -218,3 +218,27 @@ def test_kserve_timing_middleware_is_dropped_only_when_the_hooks_say_so(monkeypa
     ).create_application()
     classes = [m.cls for m in app.user_middleware]
     assert (TimingMiddleware in classes) is keep
+
+
+def test_an_innermost_middleware_runs_inside_those_added_before_and_after():
+    from fastapi.testclient import TestClient
+
+    order = []
+
+    def recorder(label):
+        class Record:
+            def __init__(self, app):
+                self.app = app
+
+            async def __call__(self, scope, receive, send):
+                order.append(label)
+                await self.app(scope, receive, send)
+        return Record
+
+    app = FastAPI()
+    app.add_api_route("/", lambda: order.append("route") or {}, methods=["GET"])
+    app.add_middleware(recorder("earlier"))
+    kserve_seam.add_innermost_middleware(app, recorder("innermost"))
+    app.add_middleware(recorder("later"))
+    assert TestClient(app).get("/").status_code == 200
+    assert order == ["later", "earlier", "innermost", "route"]

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from _pipeline import _empty_mlflow_db, mlflow_store  # noqa: F401 (fixtures)
 from _serving import b64, encode, image_array, jpeg, make_bundle, v1_body
+from fastapi import Request  # the annotation FastAPI reads on a wrapped endpoint below
 from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
 
 from roadvision.errors import UserError
@@ -82,8 +83,28 @@ def test_tta_limits():
 ])
 def test_malformed_v1_is_400(body, code):
     with pytest.raises(BadRequest) as info:
-        parse_v1(body, max_tta="full", max_instances=4)
+        # base64 is decoded when the bytes are first needed (a cache hit never needs them)
+        [instance.image for instance in parse_v1(body, max_tta="full", max_instances=4)]
     assert info.value.status == 400 and info.value.code == code
+
+
+def test_base64_is_keyed_as_sent_and_decoded_only_when_asked(monkeypatch):
+    import roadvision.serving.validation as validation
+
+    raw = jpeg(3)
+    text = f"data:image/jpeg;base64,{b64(raw)}  "
+    (instance,) = parse_v1({"instances": [{"image_b64": text}]}, max_tta="full",
+                           max_instances=4)
+    decoded = []
+    real = validation.base64.b64decode
+    monkeypatch.setattr(validation.base64, "b64decode",
+                        lambda *a, **k: decoded.append(1) or real(*a, **k))
+    assert instance.key_source == ("base64", b64(raw).encode())
+    assert decoded == []
+    assert instance.image == raw and instance.image == raw
+    assert decoded == [1]
+    with pytest.raises(BadRequest, match="non-ASCII"):
+        parse_v1({"instances": [{"image_b64": "é"}]}, max_tta="full", max_instances=4)
 
 
 def test_too_many_instances_is_refused():
@@ -170,8 +191,9 @@ def test_cache_key_covers_every_input():
         cache_key("v1", "roadwork", "none", b"img2", {"weather": "clear"}),
         cache_key("v1", "roadwork", "none", b"img", {"weather": "rainy"}),
         cache_key("v1", "roadwork", "none", b"img", None),
+        cache_key("v1", "roadwork", "none", b"img", {"weather": "clear"}, "base64"),
     ]
-    assert len({base, *others}) == 7
+    assert len({base, *others}) == 8
     # metadata is canonical: key order and alias spelling do not matter
     a = check_metadata({"weather": "Sunny", "lat": 1, "lon": 2})
     b = check_metadata({"lon": 2.0, "lat": 1.0, "weather": "clear"})
@@ -405,6 +427,52 @@ def test_v2_response_is_an_infer_response(bundles):
     v1, _ = _run(model, v1_body(jpeg(1)))
     assert float(outputs["probability"].data[1]) == pytest.approx(
         v1["predictions"][0]["probability"], abs=1e-6)
+
+
+def test_inference_requests_skip_fastapis_router_and_other_methods_still_reach_it(
+        bundles, monkeypatch):
+    """The dispatch answers POSTs to the inference routes before FastAPI's router: the
+    endpoint FastAPI registered is not called, the answer is the same, and a GET still meets
+    FastAPI (405)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+
+    from roadvision.serving.server import Guard, InferenceRoutes, ServerHooks
+
+    model = RoadvisionModel("roadwork", str(bundles["roadwork"]))
+    model.load()
+    repository = ModelRepository()
+    repository.update(model)
+    endpoint_calls = []
+    original = InferenceRoutes.v1_predict
+
+    async def counted(self, model_name: str, request: Request):
+        endpoint_calls.append(model_name)
+        return await original(self, model_name, request)
+
+    monkeypatch.setattr(InferenceRoutes, "v1_predict", counted)
+    answers = {}
+    for dispatch in (False, True):
+        endpoint_calls.clear()
+        hooks = ServerHooks(Guard(ServingConfig(), Authenticator(None), RateLimiter(None, 0)))
+        app = FastAPI()
+        if dispatch:  # KServe's order: middlewares, then routes, then handlers
+            hooks.add_middlewares(app)
+        hooks.add_routes(app, DataPlane(model_registry=repository))
+        hooks.add_exception_handlers(app)
+        client = TestClient(app)
+        response = client.post("/v1/models/roadwork:predict", content=json.dumps(
+            v1_body(jpeg(4))), headers={"content-type": "application/json"})
+        assert response.status_code == 200, response.text
+        answers[dispatch] = response.json()["predictions"]
+        assert endpoint_calls == ([] if dispatch else ["roadwork"])
+        assert client.get("/v1/models/roadwork:predict").status_code == 405
+        missing = client.post("/v1/models/nobody:predict", json=v1_body(jpeg(4)))
+        assert (missing.status_code, missing.json()["code"]) == (404, "model_not_found")
+    assert answers[True] == answers[False]
+    model.stop()
 
 
 @pytest.mark.parametrize(("data", "error", "code"), [
