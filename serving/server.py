@@ -262,11 +262,12 @@ class InferenceRoutes:
 #: Bodies up to this size are parsed on the event loop (well under a millisecond).
 INLINE_PARSE_BYTES = 256 << 10
 
-OUR_ROUTES = re.compile(r"^/v1/models/[^/]+:predict$|^/v2/models/[^/]+/infer$")
-CONTROL_ROUTES = re.compile(r"^/v2/repository/")
 #: The inference routes as (protocol, pattern capturing the model name), for the dispatch.
 INFERENCE_ROUTES = (("v1", re.compile(r"^/v1/models/([^/]+):predict$")),
                     ("v2", re.compile(r"^/v2/models/([^/]+)/infer$")))
+#: Any inference route (the middlewares below leave those to the routes' own checks).
+OUR_ROUTES = re.compile("|".join(pattern.pattern for _, pattern in INFERENCE_ROUTES))
+CONTROL_ROUTES = re.compile(r"^/v2/repository/")
 
 
 class InferenceDispatch:
