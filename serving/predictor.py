@@ -366,13 +366,11 @@ class RoadvisionModel(Model):
             parameters = payload.parameters if isinstance(payload.parameters, dict) else None
             instances = parse_v2(tensors, parameters, max_tta=cfg.max_tta,
                                  max_instances=cfg.max_instances)
-            where = [f"image[{i}]" for i in range(len(instances))]
         else:
             protocol = "v1"
             instances = parse_v1(payload, max_tta=cfg.max_tta, max_instances=cfg.max_instances)
-            where = [f"instances[{i}].image_b64" for i in range(len(instances))]
-        items = [Item(inst, _instance_key(loaded, inst), w)
-                 for inst, w in zip(instances, where, strict=True)]
+        # each instance names its field as the parser saw it (instances[i].image_b64, image[i])
+        items = [Item(inst, _instance_key(loaded, inst), inst.where) for inst in instances]
         state = "off"
         if self.cache.enabled:
             found, ok = await self.cache.get_many([it.key for it in items])
