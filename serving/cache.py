@@ -175,22 +175,38 @@ class PredictionCache:
         return found, ok
 
     async def set_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
-        """Store results; returns how many reached Redis once they have.
-
-        The results of every request that stores in the same event-loop turn (the requests of
-        one micro-batch) share one pipeline round trip.
-        """
-        if self.redis is None or not items:
+        """Store results; returns how many reached Redis once they have."""
+        count, flush = self._enqueue(items)
+        if flush is None:
             return 0
+        return count if await asyncio.shield(flush) else 0
+
+    def store(self, items: Sequence[tuple[str, dict[str, Any]]]) -> asyncio.Future | None:
+        """Queue results for Redis without waiting: write-behind. The in-process level has
+        them at once; Redis gets them on the loop's next turn, in one pipeline round trip for
+        every request that stores in this turn (the requests of one micro-batch).
+
+        Returns the future of that write (True once Redis took it, False when it was
+        unavailable), or None when nothing goes to Redis. The predictor does not await it: a
+        response never waits for a cache write, which cost a Redis round trip (about 1 ms
+        here) on every miss.
+        """
+        return self._enqueue(items)[1]
+
+    def _enqueue(self, items: Sequence[tuple[str, dict[str, Any]]]
+                 ) -> tuple[int, asyncio.Future | None]:
+        """Put ``items`` in the local level and queue them for Redis: (how many, the write)."""
+        if self.redis is None or not items:
+            return 0, None
         payload = [(k, orjson.dumps(v)) for k, v in items]
         payload = [(k, v) for k, v in payload if len(v) <= self.max_value_bytes]
         if not payload:
-            return 0
+            return 0, None
         if self.local is not None:
             for key, value in payload:
                 self.local.put(key, value)
         if self.redis.circuit_open:  # the lookup already counted these instances as errors
-            return 0
+            return 0, None
         self._pending.extend(payload)
         if self._flush is None:
             loop = asyncio.get_running_loop()
@@ -198,8 +214,7 @@ class PredictionCache:
             # The task first runs on the loop's next turn, after every request of this turn
             # has queued its writes; kept referenced so that it is never collected mid-write.
             self._writer = loop.create_task(self._write_pending())
-        stored = await asyncio.shield(self._flush)
-        return len(payload) if stored else 0
+        return len(payload), self._flush
 
     async def _write_pending(self) -> None:
         """Write every pending result in one pipeline; resolves the waiting requests' future

@@ -162,13 +162,17 @@ def _convert(name: str, raw: str, var: str):
 
 
 def auto_forward_workers(device: str = "", cores: int | None = None) -> int:
-    """``forward_workers=auto``: a worker process where the front and the forward each get
-    cores of their own, else the forward in a thread.
+    """``forward_workers=auto``: one worker process wherever there are two cores or more,
+    else the forward in a thread.
 
-    Measured side by side (benchmarks/RESULTS.md, "serving peers"): on 2 cores the second
-    process costs more than it gains (the front and the worker fight for the same cores, and
-    the copy and the socket hop add to each request), so the thread wins there. On a GPU the
-    forward's CPU share is small and a worker keeps the front's decoding from stalling it.
+    Measured side by side on 2 cores (benchmarks/RESULTS.md, "serving peers", 2026-12-02 and
+    2026-12-03): once the front got cheaper (base64 keyed as sent, the dispatch past FastAPI's
+    router, write-behind cache stores), the worker process led the thread at c=16 by about
+    12 % (the forward no longer shares the event loop's GIL), for about 0.6 ms more at c=1 and
+    about 300 MiB more memory per replica (PSS; 0.86 GiB in all against the chart's 4 Gi
+    limit). On one core the two processes would only take turns, so the thread stays there.
+    On a GPU the forward's CPU share is small and a worker keeps the front's decoding from
+    stalling it.
     """
     if device.startswith("cuda"):
         return 1
@@ -176,7 +180,7 @@ def auto_forward_workers(device: str = "", cores: int | None = None) -> int:
         from roadvision.runtime.cores import usable_cores
 
         cores = usable_cores()
-    return 0 if cores <= 2 else 1
+    return 0 if cores < 2 else 1
 
 
 def _forward_workers(value: int | str, device: str) -> int:

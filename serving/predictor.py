@@ -9,7 +9,7 @@
   keys every instance, looks the keys up in Redis, and decodes only the misses (in a thread).
 * ``predict`` sends the misses through the micro-batcher (TTA merged into the same forward) to
   the version's forward worker processes (``forward_workers``; ``--forward_workers 0``: a
-  thread here) and stores their results in the cache.
+  thread here) and stores their results in the cache (write-behind: no answer waits for it).
 * ``postprocess`` shapes the v1 JSON or the v2 ``InferResponse``; cached and fresh results are
   rendered by the same code, so a hit's body equals the miss's except ``cached``. Both carry the
   model's identity (``ModelIdentity``: bundle hash, registry name, version and alias, source).
@@ -417,7 +417,8 @@ class RoadvisionModel(Model):
             for item, result in zip(misses, results, strict=True):
                 item.result, item.sample = result, None
             if self.cache.enabled and job.cache_state != "error":
-                await self.cache.set_many([(it.key, it.result) for it in misses])
+                # write-behind: the answer does not wait for Redis to take the copy
+                self.cache.store([(it.key, it.result) for it in misses])
         return job
 
     # --- postprocess ----------------------------------------------------------------------

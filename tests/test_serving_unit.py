@@ -688,3 +688,51 @@ def test_a_local_hit_does_not_extend_the_local_expiry(redis_server):
         await redis.close()
 
     asyncio.run(run())
+
+
+def test_an_answer_does_not_wait_for_redis_to_take_its_copy(bundles, redis_server):
+    """Write-behind: a miss's answer is complete while its Redis write is still held up, the
+    replica's own copy already answers a repeat, and Redis has the entry once the write lands."""
+    from roadvision.serving.cache import PredictionCache
+
+    async def run():
+        redis = ResilientRedis(redis_server.url)
+        model = RoadvisionModel("roadwork", str(bundles["roadwork"]),
+                                ServingConfig(local_cache_bytes=1 << 20), redis=redis)
+        model.load()
+        gate = asyncio.Event()
+        writes_started = []
+        real_call = redis.call
+
+        async def held_writes(fn):
+            if getattr(fn, "__name__", "") == "_write":  # the cache's pipeline of SETs
+                writes_started.append(fn)
+                await gate.wait()
+            return await real_call(fn)
+
+        redis.call = held_writes
+        body = v1_body(jpeg(31))
+        # (a predict that waited for the held write would never return: bounded, so it fails)
+        job = await asyncio.wait_for(model.predict(await model.preprocess(body, {}), {}, {}), 30)
+        answer = await model.postprocess(job, {}, {})
+        assert answer["predictions"][0]["cached"] is False
+        writer = model.cache._writer
+        assert writer is not None and not writer.done()  # the write is still on its way
+        for _ in range(100):  # let the writer reach Redis (it starts on the loop's next turn)
+            if writes_started:
+                break
+            await asyncio.sleep(0)
+        assert writes_started and not writer.done()
+        repeat = await model.preprocess(body, {})
+        assert repeat.cache_state == "hit"  # from this replica's in-process copy
+        other_replica = PredictionCache(redis, "roadwork", ttl_s=60)
+        redis.call = real_call
+        assert (await other_replica.get_many([job.items[0].key]))[0] == [None]
+        gate.set()
+        await writer
+        found, ok = await other_replica.get_many([job.items[0].key])
+        assert ok and found[0]["probability"] == answer["predictions"][0]["probability"]
+        model.stop()
+        await redis.close()
+
+    asyncio.run(run())
