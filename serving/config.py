@@ -162,17 +162,16 @@ def _convert(name: str, raw: str, var: str):
 
 
 def auto_forward_workers(device: str = "", cores: int | None = None) -> int:
-    """``forward_workers=auto``: one worker process wherever there are two cores or more,
-    else the forward in a thread.
+    """``forward_workers=auto``: a worker process where the front and the forward each get
+    cores of their own, else the forward in a thread.
 
-    Measured side by side on 2 cores (benchmarks/RESULTS.md, "serving peers", 2026-12-02 and
-    2026-12-03): once the front got cheaper (base64 keyed as sent, the dispatch past FastAPI's
-    router, write-behind cache stores), the worker process led the thread at c=16 by about
-    12 % (the forward no longer shares the event loop's GIL), for about 0.6 ms more at c=1 and
-    about 300 MiB more memory per replica (PSS; 0.86 GiB in all against the chart's 4 Gi
-    limit). On one core the two processes would only take turns, so the thread stays there.
-    On a GPU the forward's CPU share is small and a worker keeps the front's decoding from
-    stalling it.
+    Measured side by side (benchmarks/RESULTS.md, "serving peers"): on 2 cores the thread led
+    the worker process at c=16 by about 20 % in interleaved pairs on 2026-12-02 evening (the
+    process spent about 5 CPU ms more per request: the front and the worker compute at the same
+    time on the two cores and each runs slower), and the thread's server then led PyTriton and
+    LitServe in both conditions. One earlier pair the same day gave the process +12 %, so the
+    order depends on the host; the thread is the choice the peer table supports. On a GPU the
+    forward's CPU share is small and a worker keeps the front's decoding from stalling it.
     """
     if device.startswith("cuda"):
         return 1
@@ -180,7 +179,7 @@ def auto_forward_workers(device: str = "", cores: int | None = None) -> int:
         from roadvision.runtime.cores import usable_cores
 
         cores = usable_cores()
-    return 0 if cores < 2 else 1
+    return 0 if cores <= 2 else 1
 
 
 def _forward_workers(value: int | str, device: str) -> int:

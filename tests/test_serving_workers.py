@@ -168,9 +168,9 @@ def test_forward_workers_option():
     from roadvision.runtime.cores import usable_cores
     from roadvision.serving.config import auto_forward_workers
 
-    # auto: the forward in a thread on a single usable core, else one process
-    assert ServingConfig(device="cpu").forward_workers == (0 if usable_cores() < 2 else 1)
-    assert [auto_forward_workers("cpu", cores) for cores in (1, 2, 3, 16)] == [0, 1, 1, 1]
+    # auto: the forward in a thread on CPU nodes of up to 2 usable cores, else one process
+    assert ServingConfig(device="cpu").forward_workers == (0 if usable_cores() <= 2 else 1)
+    assert [auto_forward_workers("cpu", cores) for cores in (1, 2, 3, 16)] == [0, 0, 1, 1]
     assert auto_forward_workers("cuda:0", 2) == 1
     assert ServingConfig.from_env({"ROADVISION_FORWARD_WORKERS": "0"}).forward_workers == 0
     assert ServingConfig.from_env({"ROADVISION_FORWARD_WORKERS": "2"}).forward_workers == 2
