@@ -132,15 +132,31 @@ def _run_many(data: Path, args: argparse.Namespace, runs: dict[str, TrainConfig]
               ) -> dict[str, TrainResult]:
     """Train several configs, ``--jobs`` at a time, each in its own process with ``--threads``
     threads: on 2 cores two 1-thread runs finish in about the time of one (see throughput)."""
-    from concurrent.futures import ProcessPoolExecutor
-
     if args.jobs <= 1 or len(runs) == 1:
         return {name: _run(data, args, name, cfg) for name, cfg in runs.items()}
-    spawn = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
-    with ProcessPoolExecutor(min(args.jobs, len(runs)), mp_context=spawn) as pool:
-        futures = {name: pool.submit(_train_worker, data, args.work, name, cfg.to_dict(),
-                                     args.threads) for name, cfg in runs.items()}
+    return _in_processes(args.jobs, {name: (_train_worker, (data, args.work, name,
+                                                            cfg.to_dict(), args.threads))
+                                     for name, cfg in runs.items()})
+
+
+def _in_processes(jobs: int, calls: dict[str, tuple[Any, tuple]]) -> dict[str, Any]:
+    """``{name: fn(*fn_args)}`` for ``calls = {name: (fn, fn_args)}``, ``jobs`` at a time in
+    spawned processes (no fork of a process holding torch threads)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(calls)), mp_context=spawn) as pool:
+        futures = {name: pool.submit(fn, *fn_args) for name, (fn, fn_args) in calls.items()}
         return {name: future.result() for name, future in futures.items()}
+
+
+def _distill_worker(teachers: list[Path], data: Path, out_dir: Path, cfg_dict: dict,
+                    threads: int) -> tuple[TrainResult, float]:
+    """One distillation arm and its wall seconds (in its own process under ``--jobs``)."""
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    result = distill(teachers, data, out_dir, TrainConfig.from_dict(cfg_dict))
+    return result, time.perf_counter() - t0
 
 
 def _paired_bootstrap(a: pd.DataFrame, b: pd.DataFrame, repeats: int = 2000,
@@ -343,11 +359,15 @@ def bench_student(args: argparse.Namespace) -> dict:
     # the teachers' run folders are named by their configs' hashes: a student of other teachers
     # must not resume this one's checkpoint
     by = hashlib.sha256("|".join(t.parent.name for t in teachers).encode()).hexdigest()[:8]
+    # the arms are independent: under --jobs they distil side by side, one process each
+    calls = {name: (_distill_worker, (teachers, data,
+                                      args.work / f"student_{_tag(arm_cfg)}_{by}",
+                                      arm_cfg.to_dict(), args.threads))
+             for name, arm_cfg in arms.items()}
+    done = (_in_processes(args.jobs, calls) if args.jobs > 1 and len(calls) > 1
+            else {name: fn(*fn_args) for name, (fn, fn_args) in calls.items()})
     students = {}
-    for name, arm_cfg in arms.items():
-        t0 = time.perf_counter()
-        st = distill(teachers, data, args.work / f"student_{_tag(arm_cfg)}_{by}", arm_cfg)
-        seconds = time.perf_counter() - t0
+    for name, (st, seconds) in done.items():
         calibrate(st.bundle_dir, data, split="val")
         score = evaluate(st.bundle_dir, data, split="test")["headline"]
         per_epoch = statistics.median(h["train_seconds"] for h in st.history)

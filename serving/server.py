@@ -262,9 +262,14 @@ class InferenceRoutes:
 #: Bodies up to this size are parsed on the event loop (well under a millisecond).
 INLINE_PARSE_BYTES = 256 << 10
 
-#: The inference routes as (protocol, pattern capturing the model name), for the dispatch.
-INFERENCE_ROUTES = (("v1", re.compile(r"^/v1/models/([^/]+):predict$")),
-                    ("v2", re.compile(r"^/v2/models/([^/]+)/infer$")))
+def route_pattern(template: str) -> re.Pattern[str]:
+    """The regex of a route template, capturing its ``{model_name}`` (one path segment)."""
+    return re.compile("^" + re.escape(template).replace(r"\{model_name\}", "([^/]+)") + "$")
+
+
+#: The inference routes as (protocol, pattern capturing the model name), for the dispatch:
+#: made from the templates the router registers, so the two cannot drift apart.
+INFERENCE_ROUTES = (("v1", route_pattern(V1_PATH)), ("v2", route_pattern(V2_PATH)))
 #: Any inference route (the middlewares below leave those to the routes' own checks).
 OUR_ROUTES = re.compile("|".join(pattern.pattern for _, pattern in INFERENCE_ROUTES))
 CONTROL_ROUTES = re.compile(r"^/v2/repository/")

@@ -736,3 +736,19 @@ def test_an_answer_does_not_wait_for_redis_to_take_its_copy(bundles, redis_serve
         await redis.close()
 
     asyncio.run(run())
+
+
+def test_the_dispatch_matches_exactly_the_routes_the_router_registers():
+    """The fast dispatch's patterns are made from the router's templates: a model name is one
+    path segment, and anything around it must be the template's own text."""
+    from roadvision.serving.server import INFERENCE_ROUTES, V1_PATH, V2_PATH
+
+    templates = {"v1": V1_PATH, "v2": V2_PATH}
+    assert [protocol for protocol, _ in INFERENCE_ROUTES] == ["v1", "v2"]
+    for protocol, pattern in INFERENCE_ROUTES:
+        template = templates[protocol]
+        assert pattern.match(template.format(model_name="lanes-small.v2"))[1] == "lanes-small.v2"
+        assert pattern.match(template.format(model_name="a/b")) is None
+        assert pattern.match(template.format(model_name="m") + "/") is None
+        assert pattern.match("/x" + template.format(model_name="m")) is None
+    assert INFERENCE_ROUTES[0][1].match("/v1/models/m/infer") is None  # v2's suffix on v1
