@@ -174,13 +174,6 @@ class PredictionCache:
             metrics.CACHE_MISSES.labels(self.model).inc(len(found) - hits)
         return found, ok
 
-    async def set_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> int:
-        """Store results; returns how many reached Redis once they have."""
-        count, flush = self._enqueue(items)
-        if flush is None:
-            return 0
-        return count if await asyncio.shield(flush) else 0
-
     def store(self, items: Sequence[tuple[str, dict[str, Any]]]) -> asyncio.Future | None:
         """Queue results for Redis without waiting: write-behind. The in-process level has
         them at once; Redis gets them on the loop's next turn, in one pipeline round trip for
@@ -189,24 +182,21 @@ class PredictionCache:
         Returns the future of that write (True once Redis took it, False when it was
         unavailable), or None when nothing goes to Redis. The predictor does not await it: a
         response never waits for a cache write, which cost a Redis round trip (about 1 ms
-        here) on every miss.
+        here) on every miss. A caller that must know the write landed awaits the future, through
+        ``asyncio.shield``: every request of the turn shares it, so one cancelled waiter must
+        not cancel it for the others.
         """
-        return self._enqueue(items)[1]
-
-    def _enqueue(self, items: Sequence[tuple[str, dict[str, Any]]]
-                 ) -> tuple[int, asyncio.Future | None]:
-        """Put ``items`` in the local level and queue them for Redis: (how many, the write)."""
         if self.redis is None or not items:
-            return 0, None
+            return None
         payload = [(k, orjson.dumps(v)) for k, v in items]
         payload = [(k, v) for k, v in payload if len(v) <= self.max_value_bytes]
         if not payload:
-            return 0, None
+            return None
         if self.local is not None:
             for key, value in payload:
                 self.local.put(key, value)
         if self.redis.circuit_open:  # the lookup already counted these instances as errors
-            return 0, None
+            return None
         self._pending.extend(payload)
         if self._flush is None:
             loop = asyncio.get_running_loop()
@@ -214,7 +204,7 @@ class PredictionCache:
             # The task first runs on the loop's next turn, after every request of this turn
             # has queued its writes; kept referenced so that it is never collected mid-write.
             self._writer = loop.create_task(self._write_pending())
-        return len(payload), self._flush
+        return self._flush
 
     async def _write_pending(self) -> None:
         """Write every pending result in one pipeline; resolves the waiting requests' future

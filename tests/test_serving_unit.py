@@ -204,7 +204,7 @@ def test_cache_without_redis_misses_and_counts_nothing():
     cache = PredictionCache(None, "m")
     found, ok = asyncio.run(cache.get_many(["a", "b"]))
     assert found == [None, None] and ok
-    assert asyncio.run(cache.set_many([("a", {"x": 1})])) == 0
+    assert cache.store([("a", {"x": 1})]) is None  # nothing to wait for
 
 
 # --- circuit breaker --------------------------------------------------------------------------
@@ -649,9 +649,9 @@ def test_writes_of_one_loop_turn_share_one_pipeline(redis_server):
         redis = ResilientRedis(redis_server.url)
         cache = PredictionCache(redis, "m", ttl_s=60, local_bytes=1 << 20)
         pipelines = _count_redis_calls(redis)
-        stored = await asyncio.gather(*[cache.set_many([(f"k{i}", {"p": i})])
-                                        for i in range(5)])
-        assert stored == [1] * 5
+        writes = [cache.store([(f"k{i}", {"p": i})]) for i in range(5)]
+        assert all(w is writes[0] for w in writes)  # one write for the loop turn
+        assert await writes[0] is True
         assert len(pipelines) == 1  # five requests, one round trip
         pipelines.clear()
         found, ok = await cache.get_many([f"k{i}" for i in range(5)])
@@ -675,7 +675,7 @@ def test_a_local_hit_does_not_extend_the_local_expiry(redis_server):
         now = [100.0]
         cache.local.clock = lambda: now[0]
         cache.local.ttl_s = 0.3  # the local copy expires well before Redis's entry
-        await cache.set_many([("k", {"p": 1})])
+        assert await cache.store([("k", {"p": 1})])
         asked = _count_redis_calls(redis)
         now[0] += 0.2
         found, _ = await cache.get_many(["k"])
