@@ -262,6 +262,7 @@ class InferenceRoutes:
 #: Bodies up to this size are parsed on the event loop (well under a millisecond).
 INLINE_PARSE_BYTES = 256 << 10
 
+
 def route_pattern(template: str) -> re.Pattern[str]:
     """The regex of a route template, capturing its ``{model_name}`` (one path segment)."""
     return re.compile("^" + re.escape(template).replace(r"\{model_name\}", "([^/]+)") + "$")
