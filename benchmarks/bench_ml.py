@@ -132,8 +132,6 @@ def _run_many(data: Path, args: argparse.Namespace, runs: dict[str, TrainConfig]
               ) -> dict[str, TrainResult]:
     """Train several configs, ``--jobs`` at a time, each in its own process with ``--threads``
     threads: on 2 cores two 1-thread runs finish in about the time of one (see throughput)."""
-    if args.jobs <= 1 or len(runs) == 1:
-        return {name: _run(data, args, name, cfg) for name, cfg in runs.items()}
     return _in_processes(args.jobs, {name: (_train_worker, (data, args.work, name,
                                                             cfg.to_dict(), args.threads))
                                      for name, cfg in runs.items()})
@@ -141,9 +139,12 @@ def _run_many(data: Path, args: argparse.Namespace, runs: dict[str, TrainConfig]
 
 def _in_processes(jobs: int, calls: dict[str, tuple[Any, tuple]]) -> dict[str, Any]:
     """``{name: fn(*fn_args)}`` for ``calls = {name: (fn, fn_args)}``, ``jobs`` at a time in
-    spawned processes (no fork of a process holding torch threads)."""
+    spawned processes (no fork of a process holding torch threads); in this process when
+    there is one job or one call."""
     from concurrent.futures import ProcessPoolExecutor
 
+    if jobs <= 1 or len(calls) == 1:
+        return {name: fn(*fn_args) for name, (fn, fn_args) in calls.items()}
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(min(jobs, len(calls)), mp_context=spawn) as pool:
         futures = {name: pool.submit(fn, *fn_args) for name, (fn, fn_args) in calls.items()}
@@ -364,8 +365,7 @@ def bench_student(args: argparse.Namespace) -> dict:
                                       args.work / f"student_{_tag(arm_cfg)}_{by}",
                                       arm_cfg.to_dict(), args.threads))
              for name, arm_cfg in arms.items()}
-    done = (_in_processes(args.jobs, calls) if args.jobs > 1 and len(calls) > 1
-            else {name: fn(*fn_args) for name, (fn, fn_args) in calls.items()})
+    done = _in_processes(args.jobs, calls)
     students = {}
     for name, (st, seconds) in done.items():
         calibrate(st.bundle_dir, data, split="val")
