@@ -17,7 +17,7 @@ from roadvision.data.synth.lanes import render_lanes
 from roadvision.errors import UserError
 from roadvision.geo.features import FEATURE_FIELDS, build_features, clip_features, trace_block
 from roadvision.geo.lines import JoinRule, join_pieces
-from roadvision.geo.metrics import polyline_scores
+from roadvision.geo.metrics import line_confusion, polyline_scores
 from roadvision.geo.raster import open_info
 from roadvision.geo.skeleton import skeleton_paths
 from roadvision.geo.writers import write_geojson, write_gpkg
@@ -143,6 +143,29 @@ def test_metrics_on_missing_and_spurious_classes():
     assert scores["white_solid"]["1m"]["f1"] == 0.0  # predicted where there is none
     assert scores["yellow_solid"]["1m"]["f1"] == 0.0  # missed
     assert scores["white_dashed"]["1m"]["f1"] is None  # nothing to measure
+
+
+def test_line_confusion_says_what_a_true_line_was_called():
+    yellow = LineString([(0, 0), (10, 0)])
+    white = LineString([(0, 5), (8, 5)])
+    pred = [("white_dashed", LineString([(0, 0.2), (6, 0.2)])),  # yellow called white dashed
+            ("yellow_solid", LineString([(6, 0.1), (10, 0.1)])),
+            ("white_solid", LineString([(0, 5), (8, 5)]))]
+    rows = line_confusion(pred, [("yellow_solid", yellow), ("white_solid", white)],
+                          CLASSES[1:])
+    assert set(rows) == {"yellow_solid", "white_solid", "none"}  # no true dashed: no row
+    assert rows["yellow_solid"]["white_dashed"] == pytest.approx(6.0)
+    assert rows["yellow_solid"]["yellow_solid"] == pytest.approx(4.0)
+    assert rows["yellow_solid"]["missed"] == pytest.approx(0.0)
+    assert rows["white_solid"] == pytest.approx(
+        {"white_solid": 8.0, "white_dashed": 0.0, "yellow_solid": 0.0, "missed": 0.0})
+    assert rows["none"] == pytest.approx(
+        {"white_solid": 0.0, "white_dashed": 0.0, "yellow_solid": 0.0})
+    alone = line_confusion([], [("yellow_solid", yellow)], CLASSES[1:])
+    assert alone["yellow_solid"]["missed"] == pytest.approx(10.0)
+    stray = line_confusion([("white_dashed", LineString([(0, 20), (3, 20)]))],
+                           [("yellow_solid", yellow)], CLASSES[1:])
+    assert stray["none"]["white_dashed"] == pytest.approx(3.0)  # near no true line at all
 
 
 def test_truth_follows_the_mask_the_renderer_labels():

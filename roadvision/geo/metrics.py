@@ -15,7 +15,7 @@ from shapely import MultiLineString, union_all
 from shapely.geometry.base import BaseGeometry
 
 __all__ = ["TOLERANCES", "polyline_scores", "polyline_lengths", "add_lengths",
-           "scores_from_lengths", "length_within"]
+           "scores_from_lengths", "length_within", "line_confusion"]
 
 TOLERANCES = (0.5, 1.0)
 
@@ -59,6 +59,38 @@ def polyline_lengths(pred: Sequence[tuple[str, BaseGeometry]],
             row[f"pred@{tol:g}"] = length_within(p_lines, t_lines, tol)
             row[f"true@{tol:g}"] = length_within(t_lines, p_lines, tol)
         out[name] = row
+    return out
+
+
+def line_confusion(pred: Sequence[tuple[str, BaseGeometry]],
+                   truth: Sequence[tuple[str, BaseGeometry]],
+                   classes: Sequence[str], tolerance: float = TOLERANCES[0]
+                   ) -> dict[str, dict[str, float]]:
+    """Where each true class's length went: true class -> predicted class (or ``"missed"``)
+    -> metres of true line within ``tolerance`` of a predicted line of that class.
+
+    Recall says how much of a class was found; this says what the rest was called (a yellow
+    dashed centre line called white dashed is a colour error, not a missed line). Where
+    predictions of two classes overlap one true stretch, it counts under each, so a row may
+    sum past the true length; ``missed`` is the length near no prediction at all. The row
+    ``"none"`` holds each predicted class's length near no true line of any class (paint
+    the truth does not count as a lane line, or no paint). Rows add up over tiles with
+    :func:`add_lengths`.
+    """
+    pred_lines = {name: _lines(g for c, g in pred if c == name) for name in classes}
+    anything = _lines(g for _, g in pred)
+    out: dict[str, dict[str, float]] = {}
+    for name in classes:
+        t_lines = _lines(g for c, g in truth if c == name)
+        if t_lines.is_empty:
+            continue
+        row = {other: length_within(t_lines, lines, tolerance)
+               for other, lines in pred_lines.items()}
+        row["missed"] = t_lines.length - length_within(t_lines, anything, tolerance)
+        out[name] = row
+    all_truth = _lines(g for _, g in truth)
+    out["none"] = {name: lines.length - length_within(lines, all_truth, tolerance)
+                   for name, lines in pred_lines.items()}
     return out
 
 
