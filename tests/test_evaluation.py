@@ -182,7 +182,18 @@ def test_lanes_evaluate_slices_gain_polyline_f1_and_keys_stay(tmp_path):
     save_bundle(create_model("lanes_tiny"), tmp_path / "bundle")
     res = evaluate(tmp_path / "bundle", data, split=None)
     assert {"headline", "metrics", "slices", "vector_metrics", "n"} <= set(res)
-    assert set(res["vector_metrics"]) == {"truth", "gsd_m", "gsd_assumed", "per_class"}
+    assert set(res["vector_metrics"]) == {"truth", "gsd_m", "gsd_assumed", "per_class",
+                                          "confusion_0.5m"}
+    # where the true lines went agrees with the recall it is a breakdown of
+    confusion = res["vector_metrics"]["confusion_0.5m"]
+    assert set(confusion) - {"none"}, "the generated tiles hold true lines"
+    for true, row in confusion.items():
+        if true == "none":
+            continue
+        scores = res["vector_metrics"]["per_class"][true]
+        found = (scores["0.5m"]["recall"] or 0.0) * scores["true_length_m"]
+        assert row[true] == pytest.approx(found, abs=0.01)
+        assert 0.0 <= row["missed"] <= scores["true_length_m"] + 0.01
     for entries in res["slices"].values():
         for entry in entries.values():
             assert {"n", "miou_no_bg", "per_class_iou", "polyline_f1", "polyline_f1_1m"} <= set(
