@@ -53,10 +53,10 @@ class ImageLengths:
     """Polyline lengths of every image of an evaluation, in row order, and the GSD used."""
 
     per_image: list[Lengths]
+    confusion: list[Lengths]  # per image: line_confusion at tolerances[0]
     gsd_m: float
     gsd_assumed: bool
     tolerances: tuple[float, ...] = TOLERANCES
-    confusion: list[Lengths] | None = None  # per image: line_confusion at tolerances[0]
 
     def summary(self, rows: Iterable[int] | None = None) -> dict[str, Any]:
         """The ``vector_metrics`` entry of evaluate's result (over ``rows``; default all)."""
@@ -65,13 +65,12 @@ class ImageLengths:
                "gsd_assumed": self.gsd_assumed,
                "per_class": vector_scores([self.per_image[i] for i in picked],
                                           self.tolerances)}
-        if self.confusion is not None:
-            totals: Lengths = {}
-            for i in picked:
-                add_lengths(totals, self.confusion[i])
-            out[f"confusion_{self.tolerances[0]:g}m"] = {
-                true: {called: round(v, 3) for called, v in row.items()}
-                for true, row in totals.items()}
+        totals: Lengths = {}
+        for i in picked:
+            add_lengths(totals, self.confusion[i])
+        out[f"confusion_{self.tolerances[0]:g}m"] = {
+            true: {called: round(v, 3) for called, v in row.items()}
+            for true, row in totals.items()}
         return out
 
 
@@ -87,7 +86,7 @@ def image_vector_lengths(pairs: Iterable[tuple[np.ndarray, np.ndarray]],
         p_lines, t_lines = _lines(pred, classes, gsd), _lines(truth, classes, gsd)
         per_image.append(polyline_lengths(p_lines, t_lines, lane_classes, tolerances))
         confusion.append(line_confusion(p_lines, t_lines, lane_classes, tolerances[0]))
-    return ImageLengths(per_image, gsd, assumed, tuple(tolerances), confusion)
+    return ImageLengths(per_image, confusion, gsd, assumed, tuple(tolerances))
 
 
 def vector_scores(lengths: Iterable[Lengths], tolerances: Sequence[float] = TOLERANCES

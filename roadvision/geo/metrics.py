@@ -29,12 +29,20 @@ def _lines(geoms: Iterable[BaseGeometry]) -> BaseGeometry:
     return MultiLineString(parts) if parts else MultiLineString()
 
 
+def _zone(lines: BaseGeometry, tolerance: float) -> BaseGeometry:
+    """The ``tolerance`` buffer of ``lines`` (flat caps: a line does not reach past its end)."""
+    return union_all([lines.buffer(tolerance, cap_style="flat")])
+
+
+def _length_in(lines: BaseGeometry, zone: BaseGeometry) -> float:
+    return 0.0 if lines.is_empty or zone.is_empty else float(lines.intersection(zone).length)
+
+
 def length_within(lines: BaseGeometry, others: BaseGeometry, tolerance: float) -> float:
     """Length of ``lines`` inside the ``tolerance`` buffer of ``others``."""
     if lines.is_empty or others.is_empty:
         return 0.0
-    zone = union_all([others.buffer(tolerance, cap_style="flat")])
-    return float(lines.intersection(zone).length)
+    return _length_in(lines, _zone(others, tolerance))
 
 
 def _f1(p: float | None, r: float | None) -> float | None:
@@ -78,15 +86,18 @@ def line_confusion(pred: Sequence[tuple[str, BaseGeometry]],
     :func:`add_lengths`.
     """
     pred_lines = {name: _lines(g for c, g in pred if c == name) for name in classes}
-    anything = _lines(g for _, g in pred)
+    # each predicted class buffered once; the union of those zones is "near any prediction"
+    zones = {name: _zone(lines, tolerance) for name, lines in pred_lines.items()
+             if not lines.is_empty}
+    anything = union_all(list(zones.values())) if zones else MultiLineString()
     out: dict[str, dict[str, float]] = {}
     for name in classes:
         t_lines = _lines(g for c, g in truth if c == name)
         if t_lines.is_empty:
             continue
-        row = {other: length_within(t_lines, lines, tolerance)
-               for other, lines in pred_lines.items()}
-        row["missed"] = t_lines.length - length_within(t_lines, anything, tolerance)
+        row = {other: _length_in(t_lines, zones[other]) if other in zones else 0.0
+               for other in pred_lines}
+        row["missed"] = t_lines.length - _length_in(t_lines, anything)
         out[name] = row
     all_truth = _lines(g for _, g in truth)
     out["none"] = {name: lines.length - length_within(lines, all_truth, tolerance)
