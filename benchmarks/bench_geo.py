@@ -67,10 +67,10 @@ def _child_map(image: str, bundle: str, threads: int, block: int) -> None:
     import torch
 
     from roadvision.mapping import MappingConfig, map_raster
-    from roadvision.models.bundle import load_bundle
+    from roadvision.runtime.inference import load_for_inference
 
     torch.set_num_threads(threads)
-    model = load_bundle(bundle)
+    model = load_for_inference(bundle)  # as `roadvision predict` loads it: BatchNorm folded
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory() as tmp:
         result = map_raster(model, image, MappingConfig(gsd=GSD, block=block),

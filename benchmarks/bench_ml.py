@@ -350,8 +350,12 @@ def bench_student(args: argparse.Namespace) -> dict:
         teacher_scores.append(evaluate(t, data, split="test")["headline"])
     ens = _ensemble_mcc(teachers, data)
     overrides = {**STUDENT_OVERRIDES, **({"view_size": QUICK_STUDENT_VIEW} if args.quick else {})}
+    # --student-seed varies the student alone (its init, batches and augmentation) over the
+    # same members: a second student seed costs one distillation, not the ensemble's hour
+    student_seed = args.seed if args.student_seed is None else args.student_seed
     student_cfg = cfg.replace(preset=args.student_preset, model_overrides=overrides,
-                              epochs=args.student_epochs, distill_targets=args.distill_targets)
+                              epochs=args.student_epochs, distill_targets=args.distill_targets,
+                              seed=student_seed)
     arms = {"labelled only": student_cfg}
     if args.unlabelled:
         pool = (f"synth://roadwork?n={args.unlabelled}&size=bench&seed={POOL_SEED}"
@@ -375,9 +379,10 @@ def bench_student(args: argparse.Namespace) -> dict:
                           "train_seconds_per_epoch": per_epoch, "epochs": len(st.history)}
     speed = _images_per_second([*teachers, *(s["bundle"] for s in students.values())], data)
     ens_ips = 1.0 / sum(1.0 / speed[str(t)] for t in teachers)  # every member runs per image
+    smoke = " [--quick: smoke run]" if args.quick else ""
     print(f"student: ensemble of {len(teachers)} x {cfg.preset} {cfg.model_overrides} -> "
-          f"{args.student_preset} {overrides} ({student_cfg.epochs} epochs of distillation, "
-          f"teacher targets {args.distill_targets}){' [--quick: smoke run]' if args.quick else ''}")
+          f"{args.student_preset} {overrides}, seed {student_seed} ({student_cfg.epochs} epochs "
+          f"of distillation, teacher targets {args.distill_targets}){smoke}")
     print(f"  members MCC {[round(s, 4) for s in teacher_scores]}, ensemble MCC {ens:.4f} "
           f"({ens_ips:.1f} images/s)")
     figures: dict[str, Any] = {"member_mcc": teacher_scores, "ensemble_mcc": ens,
@@ -592,6 +597,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="throughput / pretrained: which task")
     parser.add_argument("--members", type=int, default=2, help="student: ensemble size")
     parser.add_argument("--student-preset", default="roadwork_student")
+    parser.add_argument("--student-seed", type=int, default=None,
+                        help="student: its own seed (default --seed); the members keep theirs")
     parser.add_argument("--student-epochs", type=int, default=STUDENT_EPOCHS,
                         help="student: distillation epochs (each runs every teacher too)")
     parser.add_argument("--unlabelled", type=int, default=None,
