@@ -1,6 +1,6 @@
 """Orthophoto mapping figures: km^2 per minute, peak memory against raster size, polyline F1.
 
-    python -m benchmarks.bench_geo [--quick] [--model BUNDLE] [--threads 2]
+    python -m benchmarks.bench_geo [--quick] [--model BUNDLE] [--threads 2] [--device auto]
 
 1. **Throughput**: a generated GeoTIFF mosaic (tiles of the generator edge to edge, 10 cm/px)
    through ``roadvision.mapping.map_raster`` (windowed read, sliding-window inference with
@@ -62,20 +62,23 @@ GSD = 0.1
 CLASSES = classes_for("lanes")
 
 
-def _child_map(image: str, bundle: str, threads: int, block: int) -> None:
+def _child_map(image: str, bundle: str, threads: int, block: int, device: str) -> None:
     """Map one raster in this (fresh) process; print seconds, km^2 and peak RSS as JSON."""
     import torch
 
     from roadvision.mapping import MappingConfig, map_raster
+    from roadvision.runtime.device import resolve_device
     from roadvision.runtime.inference import load_for_inference
 
     torch.set_num_threads(threads)
-    model = load_for_inference(bundle)  # as `roadvision predict` loads it: BatchNorm folded
+    # as `roadvision predict` loads it: BatchNorm folded, on the device asked for
+    model = load_for_inference(bundle, device=resolve_device(device))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory() as tmp:
         result = map_raster(model, image, MappingConfig(gsd=GSD, block=block),
                             Path(tmp) / "classes.tif")
     print(json.dumps({"seconds": result.seconds, "km2": result.area_km2,
+                      "device": str(next(model.parameters()).device),
                       "features": len(result.features), "rss_before_mb": rss_before / 1024,
                       "timings": result.timings,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -96,7 +99,7 @@ def _bundle(model: str | None, tmp: Path) -> str:
 
 
 def throughput_and_memory(sizes: list[int], bundle: str, threads: int, block: int,
-                          tmp: Path) -> list[dict]:
+                          tmp: Path, device: str = "auto") -> list[dict]:
     rows = []
     for px in sizes:
         tiles = max(1, px // 1024)
@@ -105,7 +108,8 @@ def throughput_and_memory(sizes: list[int], bundle: str, threads: int, block: in
         write_mosaic(image, tmp / f"mosaic-{px}.truth.gpkg", tiles, tiles, tile_px, GSD, seed=0,
                      city="berlin")
         out = subprocess.run([sys.executable, "-m", "benchmarks.bench_geo", "_map", str(image),
-                              bundle, str(threads), str(block)], capture_output=True, text=True,
+                              bundle, str(threads), str(block), device], capture_output=True,
+                             text=True,
                              env={**os.environ, "ROADVISION_QUIET": "1"})
         if out.returncode != 0:
             raise SystemExit(out.stderr[-2000:])
@@ -115,14 +119,15 @@ def throughput_and_memory(sizes: list[int], bundle: str, threads: int, block: in
         rows.append(row)
         print(f"  {px:5d} px ({row['km2']:.3f} km^2): {row['seconds']:7.1f} s, "
               f"{row['km2_per_min']:.4f} km^2/min, peak RSS {row['peak_rss_mb']:.0f} MB "
-              f"(after loading: {row['rss_before_mb']:.0f} MB), {row['features']} features; "
+              f"(after loading: {row['rss_before_mb']:.0f} MB), {row['features']} features "
+              f"on {row['device']}; "
               f"seconds {row['timings']}",
               flush=True)
     return rows
 
 
 def polyline_f1(n: int, city: str, tile_px: int, bundle: str | None, threads: int,
-                tta: str = "none") -> tuple[dict, dict]:
+                tta: str = "none", device: str = "auto") -> tuple[dict, dict]:
     """Per-class scores of the vectoriser ceiling (and the model, given one) on ``n`` tiles,
     and where each true class's length went (``line_confusion`` summed over the tiles).
 
@@ -134,10 +139,11 @@ def polyline_f1(n: int, city: str, tile_px: int, bundle: str | None, threads: in
         import torch
 
         from roadvision.mapping.orthophoto import segment_block
+        from roadvision.runtime.device import resolve_device
         from roadvision.runtime.inference import load_for_inference
 
         torch.set_num_threads(threads)
-        model = load_for_inference(bundle)
+        model = load_for_inference(bundle, device=resolve_device(device))
     totals: dict[str, dict] = {"ceiling": {}, "model": {}}
     confusion: dict[str, dict] = {"ceiling": {}, "model": {}}
     t = Affine(GSD, 0, 0, 0, -GSD, 0)
@@ -211,8 +217,8 @@ def _area_imagery(tmp: Path, quick: bool) -> tuple[Path, tuple[float, ...], floa
     return catalogue, to_wgs.transform_bounds(*area.bounds), area.area / 1e6
 
 
-def areas_figures(bundle: str, threads: int, quick: bool, tmp: Path, cached_calls: int = 20
-                  ) -> dict:
+def areas_figures(bundle: str, threads: int, quick: bool, tmp: Path, cached_calls: int = 20,
+                  device: str = "auto") -> dict:
     """Uncached and cached ``POST /v1/areas:analyze`` through a real server and Redis."""
     import httpx
 
@@ -234,7 +240,8 @@ def areas_figures(bundle: str, threads: int, quick: bool, tmp: Path, cached_call
             [sys.executable, "-m", "roadvision.serving", "--model", f"lanes={bundle}",
              "--http_port", str(port), "--forward_workers", "0", "--imagery-catalogue",
              str(catalogue), "--max-area-km2", "2", "--areas-rate-limit", "off",
-             "--areas-timeout-s", "3600", *redis_args],
+             "--areas-timeout-s", "3600", *redis_args,
+             *([] if device == "auto" else ["--device", device])],
             stdout=log_file, stderr=subprocess.STDOUT, env=env)
         processes.append(server)
         url = f"http://127.0.0.1:{port}"
@@ -273,12 +280,14 @@ def areas_figures(bundle: str, threads: int, quick: bool, tmp: Path, cached_call
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "_map":
-        _child_map(argv[1], argv[2], int(argv[3]), int(argv[4]))
+        _child_map(argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--model", help="a lanes bundle (default: random-init lanes_small)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1")
     parser.add_argument("--block", type=int, default=None,
                         help="block side in px (default: 512 with --quick, else 1024)")
     parser.add_argument("--city", default="oslo", help="held-out city for polyline F1")
@@ -295,7 +304,8 @@ def main(argv: list[str]) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             bundle = _bundle(args.model, Path(tmp))
             which = f"--model {args.model}" if args.model else "random-init lanes_small"
-            row = areas_figures(bundle, args.threads, args.quick, Path(tmp))
+            row = areas_figures(bundle, args.threads, args.quick, Path(tmp),
+                                device=args.device)
             scale = " (extrapolated from the quick area)" if args.quick else ""
             print(f"areas ({which}, {args.threads} threads, {GSD} m/px): "
                   f"{row['area_km2']} km^2 uncached {row['uncached_s']} s "
@@ -316,12 +326,13 @@ def main(argv: list[str]) -> int:
         if not args.f1_only:
             print(f"throughput and peak memory ({which}, {args.threads} threads, "
                   f"block {args.block} px, {GSD} m/px):", flush=True)
-            rows = throughput_and_memory(sizes, bundle, args.threads, args.block, Path(tmp))
+            rows = throughput_and_memory(sizes, bundle, args.threads, args.block, Path(tmp),
+                                         args.device)
         tiles = args.tiles or (4 if args.quick else 96)
         print(f"polyline F1 on {tiles} tiles of city {args.city} (synthetic; held out only if "
               f"the model was trained without it; TTA {args.tta}):", flush=True)
         scores, confusion = polyline_f1(tiles, args.city, 512, args.model, args.threads,
-                                        args.tta)
+                                        args.tta, args.device)
         for name, per_class in scores.items():
             label = "vectoriser ceiling (true mask)" if name == "ceiling" else "model"
             for cls, s in per_class.items():

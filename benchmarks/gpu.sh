@@ -6,6 +6,11 @@
 #   benchmarks/gpu.sh                        # on the GPU machine (12 epochs per task)
 #   benchmarks/gpu.sh --epochs 20 --json out.json
 #   benchmarks/gpu.sh --device cpu --quick   # wiring check without a GPU (about 1 minute)
+#
+# The mapping figures on the same GPU, in a second call, with the lanes bundle it trained
+# (keep it with --work DIR; bench_geo picks CUDA when present, --device to choose):
+#   python -m benchmarks.bench_geo --model DIR/run_lanes/bundle --threads 16          # km^2/min
+#   python -m benchmarks.bench_geo --areas --model DIR/run_lanes/bundle --threads 16  # 1 km^2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
