@@ -120,9 +120,7 @@ def throughput_and_memory(sizes: list[int], bundle: str, threads: int, block: in
         print(f"  {px:5d} px ({row['km2']:.3f} km^2): {row['seconds']:7.1f} s, "
               f"{row['km2_per_min']:.4f} km^2/min, peak RSS {row['peak_rss_mb']:.0f} MB "
               f"(after loading: {row['rss_before_mb']:.0f} MB), {row['features']} features "
-              f"on {row['device']}; "
-              f"seconds {row['timings']}",
-              flush=True)
+              f"on {row['device']}; seconds {row['timings']}", flush=True)
     return rows
 
 
