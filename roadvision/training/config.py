@@ -58,6 +58,9 @@ class TrainConfig:
     # --- selection
     patience: int = 5  # epochs without val improvement before stopping; 0 = never stop early
     min_delta: float = 0.0  # improvement smaller than this does not count
+    # validate and ship an exponential moving average of the weights (training.ema) with this
+    # decay per optimiser step, e.g. 0.99 = about the last 100 steps; 0 = the raw weights
+    ema_decay: float = 0.0
     # calibration in the pipeline's train step: k >= 2 fits it on k-fold out-of-fold
     # predictions over train+val (k more models of best_epoch epochs); 0 = on val
     calibration_folds: int = 0
@@ -103,6 +106,8 @@ class TrainConfig:
         if self.distill_targets not in ("auto", "cache", "online"):
             raise UserError(f"distill_targets {self.distill_targets!r} is not auto, cache or "
                             "online")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise UserError(f"ema_decay must be in [0, 1) (0 = off), got {self.ema_decay}")
         if self.calibration_folds < 0 or self.calibration_folds == 1:
             raise UserError(f"calibration_folds must be 0 (val) or >= 2, got "
                             f"{self.calibration_folds}")

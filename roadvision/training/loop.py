@@ -3,13 +3,14 @@
 AdamW with linear warmup + cosine decay per optimiser step, gradient accumulation, gradient
 clipping, early stopping on a threshold-free validation figure (roadwork AUROC, lanes soft IoU
 without background: a thresholded one such as MCC at 0.5 jumps with a few images near the
-threshold and picks epochs by noise), a seeded GPS-weighted sampler, the device's precision policy
-(``roadvision.runtime.precision``: bf16 autocast and channels-last on CUDA only, as evaluation
-and serving run), optional ``torch.compile``, progress (a bar on a terminal; everywhere a line
-per epoch with the metric and an ETA, and one at least every 20 s), per-epoch metrics to
-``history.json`` and to MLflow when a run is active. A checkpoint after every epoch makes a
-killed run resumable with bit-identical results on CPU. Only the train and val splits are ever
-read.
+threshold and picks epochs by noise), optionally an EMA of the weights (``ema_decay``,
+``training.ema``: the average is then what is validated and bundled), a seeded GPS-weighted
+sampler, the device's precision policy (``roadvision.runtime.precision``: bf16 autocast and
+channels-last on CUDA only, as evaluation and serving run), optional ``torch.compile``,
+progress (a bar on a terminal; everywhere a line per epoch with the metric and an ETA, and one
+at least every 20 s), per-epoch metrics to ``history.json`` and to MLflow when a run is active.
+A checkpoint after every epoch makes a killed run resumable with bit-identical results on CPU.
+Only the train and val splits are ever read.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from roadvision.training.checkpoint import (
     set_rng_state,
 )
 from roadvision.training.config import TrainConfig
+from roadvision.training.ema import WeightEma
 from roadvision.training.family_sampler import FamilySampler
 from roadvision.training.freeze import apply_freeze, release_encoder
 from roadvision.training.loader import train_loader
@@ -206,6 +208,8 @@ def fit(
         release_encoder(model)  # all in the optimiser; apply_freeze gates them per epoch
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     scheduler = create_scheduler(optimizer, warmup, total_steps, cfg.min_lr_ratio)
+    ema = WeightEma(model, cfg.ema_decay) if cfg.ema_decay else None
+    shipped = ema.module if ema is not None else model  # what is validated and bundled
 
     history: list[dict[str, Any]] = []
     start_epoch, best, best_epoch, bad_epochs, stopped = 0, float("-inf"), -1, 0, False
@@ -216,6 +220,8 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
         set_rng_state(state["rng"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         start_epoch, best, best_epoch = state["epoch"], state["best_metric"], state["best_epoch"]
         bad_epochs, stopped = state["bad_epochs"], state["stopped"]
         history = json.loads(state["history"])
@@ -257,6 +263,8 @@ def fit(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update(model)
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -265,7 +273,7 @@ def fit(
             t_fetch = time.perf_counter()
         train_seconds = time.perf_counter() - t0
         with progress.validating():
-            val = validate(model, val_ds, eval_bs)
+            val = validate(shipped, val_ds, eval_bs)
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                   "seconds": round(time.perf_counter() - t0, 3),
                   "train_seconds": round(train_seconds, 4), "train_steps": seen,
@@ -277,7 +285,7 @@ def fit(
             best, best_epoch, bad_epochs = float(val["headline"]), epoch + 1, 0
             extra = {"train_config": cfg.to_dict(), "best_epoch": best_epoch,
                      "val_metrics": val, **(bundle_extra or {})}
-            save_bundle(model, out / BUNDLE_DIR, extra=json.loads(json.dumps(extra, default=str)))
+            save_bundle(shipped, out / BUNDLE_DIR, extra=json.loads(json.dumps(extra, default=str)))
         else:
             bad_epochs += 1
         stopped = bool(cfg.patience) and bad_epochs >= cfg.patience
@@ -292,6 +300,7 @@ def fit(
             "rng": rng_state(), "epoch": epoch + 1, "best_metric": best,
             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "stopped": stopped,
             "history": json.dumps(history, default=str),
+            **({"ema": ema.state_dict()} if ema is not None else {}),
         })
         if on_epoch is not None:
             on_epoch(dict(record))
